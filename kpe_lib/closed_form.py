@@ -85,21 +85,22 @@ class EmpiricalVelocity:
         return xf, tt[:, None]
 
     def _logits(self, xf: torch.Tensor, tt: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """Logits up to the per-row constant ``-||x||^2 / (2 sigma^2)``: (B, hi - lo)."""
+        """Logits up to the per-row constant ``-||x||^2 / (2 sigma^2)``: (B, hi - lo).
+
+        ``(t / sigma^2) <x, a_i> - (t^2 / (2 sigma^2)) ||a_i||^2`` as one fused matrix product and add.
+        """
         sigma2 = (1.0 - tt) ** 2
-        cross = xf @ self.train[lo:hi].T  # (B, c)
-        return (2.0 * tt * cross - tt ** 2 * self.sq_norms[lo:hi]) / (2.0 * sigma2)
+        bias = -(tt ** 2 / (2.0 * sigma2)) * self.sq_norms[lo:hi]  # (B, c)
+        return torch.addmm(bias, xf * (tt / sigma2), self.train[lo:hi].T)
 
     def _stream(self, xf: torch.Tensor, tt: torch.Tensor, weighted: bool) -> _Stream:
         state = None
         for lo in range(0, self.n, self.chunk_size):
             hi = min(lo + self.chunk_size, self.n)
-            logits = self._logits(xf, tt, lo, hi)
-            chunk_max = logits.max(1).values
+            p = self._logits(xf, tt, lo, hi)
+            chunk_max = p.max(1).values
             if state is None:
-                new_max = chunk_max
-                state = _Stream(new_max, torch.zeros_like(new_max),
-                                torch.zeros_like(xf) if weighted else None)
+                state = _Stream(chunk_max, torch.zeros_like(chunk_max), None)
             else:
                 new_max = torch.maximum(state.max_logit, chunk_max)
                 rescale = torch.exp(state.max_logit - new_max)
@@ -107,10 +108,11 @@ class EmpiricalVelocity:
                 if weighted:
                     state.weighted = state.weighted * rescale[:, None]
                 state.max_logit = new_max
-            p = torch.exp(logits - new_max[:, None])
+            p = torch.exp(p - state.max_logit[:, None])
             state.sum_exp = state.sum_exp + p.sum(1)
             if weighted:
-                state.weighted = state.weighted + p @ self.train[lo:hi]
+                chunk = self.train[lo:hi]
+                state.weighted = p @ chunk if state.weighted is None else torch.addmm(state.weighted, p, chunk)
         return state
 
     def denoise(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
