@@ -1,0 +1,119 @@
+"""KPE groups and the KPE-vs-support table (kpe_lib.support_study): brute-force and geometric oracles."""
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from kpe_lib.support_study import SpaceFeatures, kpe_groups, support_correlations
+
+
+def test_kpe_groups_match_a_brute_force_sort():
+    rng = np.random.default_rng(0)
+    kpe = rng.permutation(50).astype(float) * 0.5 + 3.0
+    g = kpe_groups(torch.from_numpy(kpe), fraction=0.1)
+    assert g.n == 50 and len(g.low) == len(g.high) == 5
+    assert kpe[g.low.numpy()].tolist() == sorted(kpe)[:5]
+    assert kpe[g.high.numpy()].tolist() == sorted(kpe, reverse=True)[:5]
+    assert g.low_max == sorted(kpe)[4] and g.high_min == sorted(kpe)[-5]
+    masks = g.masks()
+    assert masks["low KPE"].sum() == 5 and masks["high KPE"].sum() == 5
+    assert not (masks["low KPE"] & masks["high KPE"]).any()
+    assert kpe[masks["low KPE"].numpy()].max() < kpe[masks["high KPE"].numpy()].min()
+
+
+def test_kpe_groups_break_ties_by_index_and_reject_bad_fractions():
+    g = kpe_groups([1.0, 1.0, 1.0, 1.0], fraction=0.5)
+    assert g.low.tolist() == [0, 1] and g.high.tolist() == [0, 1]
+    assert len(kpe_groups(np.arange(7.0), fraction=0.01).low) == 1  # at least one sample per group
+    for bad in (0.0, 0.6, -0.1, True):
+        with pytest.raises(ValueError, match="fraction"):
+            kpe_groups(np.arange(10.0), fraction=bad)
+    with pytest.raises(ValueError, match="at least 2"):
+        kpe_groups([1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        kpe_groups([1.0, float("nan"), 2.0])
+
+
+def test_queries_moving_away_from_the_data_give_rho_minus_one():
+    # Beyond the reference cloud's radius, moving a query outwards along a ray increases its distance to
+    # EVERY reference point (d/dr |r u - a|^2 = 2 (r - u.a) > 0 for r > |a|), so both the k-th neighbour
+    # distance and the KDE density are strictly monotone in r: rank correlation exactly -1 (or +1).
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randn(300, 3, generator=gen, dtype=torch.float64)
+    ref = ref / ref.norm(dim=1, keepdim=True).clamp_min(1.0)  # inside the unit ball
+    u = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64) / math.sqrt(6.0)
+    r = torch.linspace(1.5, 6.0, 25, dtype=torch.float64)
+    query = r[:, None] * u
+    perm = torch.randperm(25, generator=gen)
+    study = support_correlations(r[perm], [SpaceFeatures("ray", query[perm], ref)], ks=(1, 7),
+                                 bandwidth_factors=(0.5, 2.0), n_boot=50)
+    assert len(study.rows) == 4
+    for row in study.rows:
+        assert row.rho == pytest.approx(-1.0, abs=1e-12)
+        assert row.ci_low == pytest.approx(-1.0, abs=1e-12) and row.ci_high == pytest.approx(-1.0, abs=1e-12)
+        assert row.n == 25 and row.dim == 3 and row.n_ref == 300
+    flipped = support_correlations(-r, [SpaceFeatures("ray", query, ref)], n_boot=10)
+    assert flipped.rho("ray", "knn") == pytest.approx(1.0) and flipped.rho("ray", "kde") == pytest.approx(1.0)
+
+
+def test_rho_matches_scipy_on_brute_force_support():
+    rng = np.random.default_rng(3)
+    ref, query = rng.normal(size=(200, 5)), rng.normal(size=(60, 5)) * 1.3
+    kpe = rng.gamma(2.0, size=60) + np.linalg.norm(query, axis=1)
+    study = support_correlations(kpe, [SpaceFeatures("gauss", torch.from_numpy(query), torch.from_numpy(ref))],
+                                 ks=(4,), bandwidth_factors=(1.0,), n_boot=200, seed=1)
+    d = np.linalg.norm(query[:, None, :] - ref[None, :, :], axis=2)
+    r4 = np.sort(d, axis=1)[:, 3]
+    want_knn = scipy.stats.spearmanr(kpe, -r4).statistic
+    # Scott's isotropic bandwidth by hand: sigma^2 = mean per-coordinate variance (ddof 1), n^(-1/(d+4))
+    h = math.sqrt(ref.var(0, ddof=1).mean()) * 200 ** (-1 / 9)
+    kde = scipy.special.logsumexp(-d ** 2 / (2 * h * h), axis=1)
+    want_kde = scipy.stats.spearmanr(kpe, kde).statistic
+    assert study.rho("gauss", "knn") == pytest.approx(want_knn, abs=1e-12)
+    assert study.rho("gauss", "kde") == pytest.approx(want_kde, abs=1e-12)
+    row = study.row("gauss", "kde")
+    assert f"h={h:.6g}" in row.rule and row.ci_low <= row.rho <= row.ci_high and row.stderr > 0
+    table = study.table()
+    assert list(table["estimator"]) == ["knn", "kde"] and list(table["setting"]) == ["k=4", "h=1*scott"]
+    summary = study.summary()
+    assert summary.index.tolist() == ["gauss"] and summary.loc["gauss", "dim"] == 5
+
+
+def test_primary_setting_and_support_values():
+    rng = np.random.default_rng(4)
+    ref, query = torch.from_numpy(rng.normal(size=(100, 2))), torch.from_numpy(rng.normal(size=(20, 2)))
+    kpe = torch.from_numpy(rng.uniform(size=20))
+    study = support_correlations(kpe, [SpaceFeatures("a", query, ref), SpaceFeatures("b", query * 2, ref * 2)],
+                                 ks=(3, 10), bandwidth_factors=(), n_boot=20)
+    assert study.row("a", "knn").setting == "k=3"
+    assert study.rho("a", "knn", "k=10") == study.row("a", "knn", "k=10").rho
+    # scaling every feature by 2 keeps all distance ranks, hence rho
+    assert study.rho("a", "knn") == pytest.approx(study.rho("b", "knn"), abs=1e-12)
+    assert study.support("a", "knn").shape == (20,)
+    with pytest.raises(ValueError, match="no rows"):
+        study.rho("a", "kde")
+
+
+def test_bad_inputs_raise_clear_errors():
+    q, r = torch.randn(10, 3), torch.randn(30, 3)
+    kpe = torch.rand(10)
+    with pytest.raises(ValueError, match="match one to one"):
+        support_correlations(torch.rand(9), [SpaceFeatures("s", q, r)])
+    with pytest.raises(ValueError, match="dimensions differ"):
+        support_correlations(kpe, [SpaceFeatures("s", q, torch.randn(30, 4))])
+    with pytest.raises(ValueError, match="unique"):
+        support_correlations(kpe, [SpaceFeatures("s", q, r), SpaceFeatures("s", q, r)])
+    with pytest.raises(ValueError, match="at least one SpaceFeatures"):
+        support_correlations(kpe, [])
+    with pytest.raises(ValueError, match="ks"):
+        support_correlations(kpe, [SpaceFeatures("s", q, r)], ks=(0,))
+    with pytest.raises(ValueError, match="bandwidth_factors"):
+        support_correlations(kpe, [SpaceFeatures("s", q, r)], bandwidth_factors=(-1.0,))
+    with pytest.raises(ValueError, match="bandwidth_rule"):
+        support_correlations(kpe, [SpaceFeatures("s", q, r)], bandwidth_rule="auto")
+    with pytest.raises(ValueError, match="exceeds"):
+        support_correlations(kpe, [SpaceFeatures("s", q, r)], ks=(31,))
+    with pytest.raises(ValueError, match="distance 0"):
+        support_correlations(kpe, [SpaceFeatures("s", r[:10], r)], ks=(1,), bandwidth_factors=())
