@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from kpe_lib.models import build_model
-from kpe_lib.training._util import private_global_rng
+from kpe_lib.training._util import private_global_rng, seed_global_rng
 from kpe_lib.training.checkpoint import FLOW_FORMAT, config_hash, data_fingerprint, load_checkpoint
 from kpe_lib.training.config import TrainConfig, TrainResult
 from kpe_lib.training.loop import model_config_of, train_flow_matching
@@ -69,7 +69,7 @@ def cached_model(model_config: dict[str, Any], train_config: TrainConfig, data: 
         raise ValueError(f"name must be letters, digits, '-', '_' or '.'; got {name!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     with private_global_rng(torch.device("cpu")):
-        torch.manual_seed(train_config.seed)
+        seed_global_rng(train_config.seed, torch.device("cpu"))  # weights are drawn on the CPU
         model = build_model(model_config)
     key = cache_key(model_config_of(model), train_config, data, labels)
     run_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

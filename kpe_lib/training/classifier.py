@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kpe_lib.models import Classifier
-from kpe_lib.training._util import EpochSampler, private_global_rng, progress_bar
+from kpe_lib.training._util import EpochSampler, private_global_rng, progress_bar, seed_global_rng
 from kpe_lib.training.cache import default_cache_dir
 from kpe_lib.training.checkpoint import CLASSIFIER_FORMAT, atomic_save, config_hash, data_fingerprint, \
     load_checkpoint
@@ -120,7 +120,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
         raise ValueError("give both val_images and val_labels, or neither")
     device = torch.device(device) if device is not None else torch.device("cpu")
     with private_global_rng(torch.device("cpu")):
-        torch.manual_seed(config.seed)
+        seed_global_rng(config.seed, torch.device("cpu"))  # weights are drawn on the CPU
         model = Classifier(images.shape[1], k, config.width).to(device)
     full = {"model": model.config, "train": dataclasses.asdict(config), "data": data_fingerprint(images, labels)}
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{name}-{config_hash(full)}.pt"
