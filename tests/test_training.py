@@ -190,6 +190,17 @@ def test_checkpoint_writes_leave_no_temporary_files(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["run.pt"]
 
 
+def test_divergence_is_reported_before_the_update():
+    net = TimeMLP(hidden=8, depth=2)
+    with torch.no_grad():
+        net.net[-1].bias[0] = float("nan")
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(FloatingPointError, match="step 1"):
+        train_flow_matching(net, torch.randn(8, 2), config=TrainConfig(steps=3, batch_size=4), progress=False)
+    for p, q in zip(before, net.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=0, equal_nan=True)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="TrainConfig.ema_decay"):
         TrainConfig(ema_decay=1.0)

@@ -8,6 +8,7 @@ generator state, so on the CPU a run interrupted and resumed reaches bit-identic
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -87,6 +88,7 @@ def train_flow_matching(model: nn.Module, data: torch.Tensor, labels: torch.Tens
         TrainResult with the model and EMA in eval mode, the loss history and step counts.
 
     Raises:
+        FloatingPointError: the loss became NaN or infinite (raised before that step's update).
         ValueError: a checkpoint written with another configuration (differing keys named), or one past
             ``config.steps``. ``CheckpointError`` (a ValueError) for an unreadable checkpoint file.
 
@@ -157,6 +159,10 @@ def train_flow_matching(model: nn.Module, data: torch.Tensor, labels: torch.Tens
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             loss = cfm_loss(model, x1, x0, t, **extras)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # stop before the update: the last checkpoint stays usable
+                raise FloatingPointError(f"the CFM loss is {loss_value} at step {step + 1}: training diverged; "
+                                         "lower config.lr or set config.grad_clip")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -165,7 +171,7 @@ def train_flow_matching(model: nn.Module, data: torch.Tensor, labels: torch.Tens
             if ema is not None:
                 ema_update(ema, model, config.ema_decay)
             step += 1
-            losses.append(loss.item())
+            losses.append(loss_value)
             bar.update(1)
             if step % 10 == 0 or step == config.steps:
                 bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.4f}")
