@@ -87,11 +87,17 @@ def test_autoencoder_trains_caches_and_reloads(tmp_path):
         ae(images(2, 1, 16))
 
 
-def test_same_seed_same_autoencoder_without_cache():
+def test_same_seed_same_autoencoder_without_cache_and_global_rng_untouched():
     train = images(32, 1, 8, seed=6)
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
     a = AutoencoderFeatures(train, latent_dim=4, steps=3, batch_size=8, width=4, cache=False)
+    assert torch.equal(torch.rand(3), want)
     b = AutoencoderFeatures(train, latent_dim=4, steps=3, batch_size=8, width=4, cache=False)
     torch.testing.assert_close(a(train), b(train), rtol=0, atol=0)
+    c = AutoencoderFeatures(train, latent_dim=4, steps=3, batch_size=8, width=4, cache=False, seed=1)
+    assert not torch.equal(a(train), c(train))
 
 
 class TinyClassifier(nn.Module):

@@ -107,18 +107,20 @@ def test_reference_statistics_are_cached_atomically_by_image_fingerprint(tmp_pat
 
     monkeypatch.setattr(fidmod, "inception_features", fake_features)
     real = torch.rand(12, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    st1, cached1 = reference_statistics(real, cache=tmp_path)
-    st2, cached2 = reference_statistics(real.clone(), cache=tmp_path)
-    assert (cached1, cached2) == (False, True) and calls == [12]
-    np.testing.assert_array_equal(st1.mu, st2.mu)
-    np.testing.assert_array_equal(st1.sigma, st2.sigma)
-    assert st2.n == 12
+    r1 = reference_statistics(real, cache=tmp_path)
+    r2 = reference_statistics(real.clone(), cache=tmp_path)
+    assert (r1.from_cache, r2.from_cache) == (False, True) and calls == [12] and r1.path == r2.path
+    np.testing.assert_array_equal(r1.stats.mu, r2.stats.mu)
+    np.testing.assert_array_equal(r1.stats.sigma, r2.stats.sigma)
+    want = feature_statistics(fake_features(real))
+    np.testing.assert_allclose(r2.stats.sigma, want.sigma, rtol=1e-12)
+    assert r2.stats.n == 12
     reference_statistics(real[:11], cache=tmp_path)  # different images: a new entry
-    assert calls == [12, 11]
+    assert calls == [12, 12, 11]
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and all(f.endswith(".npz") for f in files)  # no temporary leftovers
-    _, cached = reference_statistics(real, cache=False)
-    assert not cached and calls[-1] == 12
+    r3 = reference_statistics(real, cache=False)
+    assert not r3.from_cache and r3.path is None and calls[-1] == 12
     # fid() records the protocol, counts and the caller's extras
     res = fid(real, real[:6], reference_cache=tmp_path, protocol={"solver": "euler", "nfe": 100, "ema": False})
     assert res.protocol["n_real"] == 12 and res.protocol["n_fake"] == 6 and res.protocol["reference_from_cache"]

@@ -191,7 +191,9 @@ class AutoencoderFeatures(FeatureSpace):
                            item_shape=[c, h, w])
         self.name = ("vae" if variational else "ae") + str(latent_dim)
         self.mean, self.std = float(x.mean()), float(x.std().clamp_min(1e-8))
-        self.net = _ConvAutoencoder(c, h, w, latent_dim, width, bool(variational))
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+            torch.manual_seed(seed)
+            self.net = _ConvAutoencoder(c, h, w, latent_dim, width, bool(variational))
         path = None
         if cache is not False:
             folder = cache_dir("autoencoders") if cache in (None, True) else Path(cache)
@@ -211,10 +213,7 @@ class AutoencoderFeatures(FeatureSpace):
 
     def _train(self, x: torch.Tensor, progress: bool | None) -> np.ndarray:
         cfg = self.config
-        gen = torch.Generator().manual_seed(cfg["seed"])
-        torch.manual_seed(cfg["seed"])  # parameter initialisation
-        self.net = _ConvAutoencoder(x.shape[1], x.shape[2], x.shape[3], cfg["latent_dim"], cfg["width"],
-                                    cfg["variational"])
+        gen = torch.Generator().manual_seed(cfg["seed"])  # minibatches and VAE noise
         z = (x - self.mean) / self.std
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg["lr"])
         losses = np.empty(cfg["steps"])

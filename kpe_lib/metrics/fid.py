@@ -232,9 +232,24 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
+@dataclass
+class ReferenceStats:
+    """Inception statistics of a reference image set and where they came from.
+
+    Attributes:
+        stats: FeatureStats of the reference images.
+        from_cache: whether they were read from the on-disk cache.
+        path: the cache file (None when caching is off).
+    """
+
+    stats: FeatureStats
+    from_cache: bool
+    path: Path | None
+
+
 def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str = "cpu",
                          cache: str | os.PathLike | bool | None = None, progress: bool | None = None
-                         ) -> tuple[FeatureStats, bool]:
+                         ) -> ReferenceStats:
     """Inception statistics of the real images, cached on disk by a fingerprint of the images.
 
     Args:
@@ -244,10 +259,10 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
             False: no caching.
 
     Returns:
-        (FeatureStats, whether they came from the cache).
+        ReferenceStats(stats, from_cache, path).
     """
     if cache is False:
-        return feature_statistics(inception_features(real, batch_size, device, progress)), False
+        return ReferenceStats(feature_statistics(inception_features(real, batch_size, device, progress)), False, None)
     folder = cache_dir("fid") if cache in (None, True) else Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
     key = tensor_fingerprint(check_images(real))
@@ -255,10 +270,10 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
     path = folder / f"ref_{key[:24]}.npz"
     if path.is_file():
         with np.load(path) as z:
-            return FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"])), True
+            return ReferenceStats(FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"])), True, path)
     stats = feature_statistics(inception_features(real, batch_size, device, progress))
     _save_npz_atomic(path, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n))
-    return stats, False
+    return ReferenceStats(stats, False, path)
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 50, reference_cache: str | os.PathLike | bool | None
@@ -281,16 +296,17 @@ def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 50, reference_
 
     Example:
         >>> r = fid(real, fake, protocol={"solver": "euler", "nfe": 100})  # doctest: +SKIP
-        >>> print(f"FID {r.value:.2f} ({r.protocol['n_real']} real vs {r.protocol['n_fake']} generated)")
+        >>> print(f"FID {r.value:.2f} on {r.protocol['n_fake']} samples")  # doctest: +SKIP
     """
     if protocol is not None and not isinstance(protocol, Mapping):
         raise ValueError(f"protocol must be a mapping of extra protocol fields, got {type(protocol).__name__}")
     fake = check_images(fake, "fake")
-    ref_stats, cached = reference_statistics(check_images(real, "real"), batch_size, device, reference_cache, progress)
+    ref = reference_statistics(check_images(real, "real"), batch_size, device, reference_cache, progress)
+    ref_stats = ref.stats
     fake_stats = feature_statistics(inception_features(fake, batch_size, device, progress))
     value = frechet_distance(ref_stats.mu, ref_stats.sigma, fake_stats.mu, fake_stats.sigma)
     record = inception_protocol()
-    record.update(n_real=ref_stats.n, n_fake=fake_stats.n, reference_from_cache=cached, frechet="eig")
+    record.update(n_real=ref_stats.n, n_fake=fake_stats.n, reference_from_cache=ref.from_cache, frechet="eig")
     record.update(dict(protocol or {}))
     return FIDResult(value=value, protocol=record)
 
