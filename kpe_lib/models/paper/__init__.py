@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from kpe_lib.metrics.semantic import SemanticResult
-from kpe_lib.models.paper.clip import ClipSemantics, TinyClipEncoders, load_clip_encoders
+from kpe_lib.models.paper.clip import ClipEncoders, ClipSemantics, TinyClipEncoders, load_clip_encoders
 from kpe_lib.models.paper.sit import SIT_CONFIGS, SiT, SiTConfig, SiTVelocity, load_sit
 from kpe_lib.models.paper.vae import VAEDecoder, load_vae_decoder
 
@@ -133,8 +133,22 @@ def imagenet_class_names(source: str | os.PathLike | Sequence[str] | None = None
     return names
 
 
+def _class_names(source: str | os.PathLike | Sequence[str] | None, num_classes: int) -> list[str]:
+    if source is None and num_classes == 1000:
+        return imagenet_class_names(None)
+    if source is None:
+        raise ValueError(f"class_names is required for a {num_classes}-class model (a list or a text file)")
+    if num_classes == 1000:
+        return imagenet_class_names(source)
+    names = ([ln.strip() for ln in Path(source).read_text(encoding="utf-8").splitlines() if ln.strip()]
+             if isinstance(source, (str, os.PathLike)) else [str(n) for n in source])
+    if len(names) != num_classes:
+        raise ValueError(f"class_names must hold the model's {num_classes} classes; got {len(names)}")
+    return names
+
+
 def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
-                        clip_name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                        clip_name_or_path: str | os.PathLike | ClipEncoders, device: str | torch.device = "cpu", *,
                         clip_arch: str | None = None, class_names: str | os.PathLike | Sequence[str] | None = None,
                         sit_config: SiTConfig | str = "SiT-XL/2", cfg_channels: int | None = None,
                         time_convention: str = "sit", decode_batch: int = 16) -> PaperPipeline:
@@ -143,32 +157,34 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
     Args:
         sit_ckpt: ``SiT-XL-2-256x256.pt`` (or a training checkpoint with "ema"/"model").
         vae_dir: local ``stabilityai/sd-vae-ft-ema`` folder (or its weight file).
-        clip_name_or_path: a local transformers CLIP folder or an open_clip checkpoint file.
+        clip_name_or_path: a local transformers CLIP folder, an open_clip checkpoint file, or an already built
+            :class:`~kpe_lib.models.paper.clip.ClipEncoders` object.
         device: where the three networks run.
         clip_arch: open_clip architecture name when ``clip_name_or_path`` is a checkpoint file.
-        class_names: see :func:`imagenet_class_names` (None: open_clip's names).
+        class_names: the model's class names in index order (a list or a text file, one per line); None for
+            a 1000-class model takes open_clip's ImageNet names (:func:`imagenet_class_names`).
         sit_config: the SiT architecture of ``sit_ckpt``.
         cfg_channels: None guides all latent channels (standard CFG); 3 reproduces the official sample.py.
         time_convention: "sit" for the released weights (see ``kpe_lib.models.paper.sit``).
         decode_batch: latents per VAE forward.
 
     Raises:
-        FileNotFoundError: a missing file or folder (all three paths are checked before anything loads).
+        FileNotFoundError: a missing file or folder (all paths are checked before anything loads).
         ValueError / ImportError: a checkpoint that does not match, or a missing optional package.
     """
-    missing = [f"{what}={str(p)!r}" for what, p in (("sit_ckpt", sit_ckpt), ("vae_dir", vae_dir),
-                                                     ("clip_name_or_path", clip_name_or_path))
-               if p is None or not Path(p).exists()]
+    clip_is_path = clip_name_or_path is None or isinstance(clip_name_or_path, (str, os.PathLike))
+    paths = [("sit_ckpt", sit_ckpt), ("vae_dir", vae_dir)] + ([("clip_name_or_path", clip_name_or_path)]
+                                                               if clip_is_path else [])
+    missing = [f"{what}={None if p is None else str(p)!r}" for what, p in paths if p is None or not Path(p).exists()]
     if missing:
         raise FileNotFoundError("paper-scale weights not found: " + ", ".join(missing) + ". Download SiT-XL-2-256x256"
                                 ".pt (official SiT release), stabilityai/sd-vae-ft-ema and a CLIP model, and pass "
                                 "their local paths (see kpe_lib.models.paper)")
-    names = imagenet_class_names(class_names)
     model = load_sit(sit_ckpt, sit_config, device=device)
-    if model.num_classes != len(names):
-        raise ValueError(f"the SiT checkpoint has {model.num_classes} classes but {len(names)} class names were given")
+    names = _class_names(class_names, model.num_classes)
     vae = load_vae_decoder(vae_dir, device=device)
-    encoders = load_clip_encoders(clip_name_or_path, arch=clip_arch, device=device)
+    encoders = (load_clip_encoders(clip_name_or_path, arch=clip_arch, device=device) if clip_is_path
+                else clip_name_or_path)
     cfg = model.config
     return PaperPipeline(
         name=cfg.name.lower().replace("/", "-"), model=model, vae=vae,
@@ -177,7 +193,7 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
         sample_shape=(cfg.in_channels, cfg.input_size, cfg.input_size), num_classes=cfg.num_classes,
         decode_batch=decode_batch,
         protocol={"generator": cfg.name, "sit_ckpt": str(sit_ckpt), "vae": str(vae_dir),
-                  "vae_scaling_factor": vae.config.scaling_factor, "clip": str(clip_name_or_path),
+                  "vae_scaling_factor": vae.config.scaling_factor, "clip": str(getattr(encoders, "name", "")),
                   "clip_arch": clip_arch, "prompt": "a photo of a {class}", "cfg_channels": cfg_channels,
                   "time_convention": time_convention})
 

@@ -25,7 +25,7 @@ def read_state_dict(path: str | os.PathLike, what: str, nested_keys: tuple[str, 
             (e.g. ``("ema", "model")``); a plain state dict is used as is.
 
     Returns:
-        A flat ``{name: tensor}`` dict on the CPU.
+        A flat ``{name: tensor}`` dict on the CPU, floating-point tensors in float32.
 
     Raises:
         FileNotFoundError: ``path`` does not exist or is a folder.
@@ -54,7 +54,8 @@ def read_state_dict(path: str | os.PathLike, what: str, nested_keys: tuple[str, 
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{p} does not hold a {what} state dict (a mapping of parameter names to tensors"
                          + (f", possibly under one of the keys {list(nested_keys)}" if nested_keys else "") + ")")
-    return {str(k): v for k, v in state.items()}
+    # half-precision exports are widened: the models run in float32 (autocast handles bf16, kpe_lib.accelerate)
+    return {str(k): (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def _listing(names: list[str]) -> str:
@@ -65,8 +66,11 @@ def _listing(names: list[str]) -> str:
 def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str, source: str = "checkpoint") -> None:
     """Copy ``state`` into ``model``, requiring the exact same names and shapes.
 
+    Build big models on the meta device (``with torch.device("meta")``): the names and shapes are checked
+    before any memory is used, and the checkpoint's tensors then become the parameters (no copy).
+
     Args:
-        model: the freshly built model.
+        model: the freshly built model (on the meta device or materialised).
         state: ``{name: tensor}``.
         what: model name for the error message.
         source: where ``state`` came from (a path), for the error message.
@@ -89,4 +93,6 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], what: str, 
             parts.append(f"shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
         parts.append("check that the checkpoint is the one this config describes")
         raise ValueError("\n  ".join(parts))
-    model.load_state_dict(dict(state), strict=True)
+    # a model built on the meta device (no memory yet) takes the checkpoint's tensors as its own
+    on_meta = any(t.is_meta for t in own.values())
+    model.load_state_dict(dict(state), strict=True, assign=on_meta)

@@ -145,10 +145,11 @@ class TinyClipEncoders(nn.Module):
         if embed_dim < 1 or image_size < 4:
             raise ValueError(f"embed_dim must be >= 1 and image_size >= 4; got {embed_dim}, {image_size}")
         self.name, self.image_size = "tiny-random-stand-in", image_size
-        self.conv = nn.Conv2d(3, 8, 4, stride=4)
-        self.image_proj = nn.Linear(8 * 4, embed_dim)
-        self.token_table = nn.EmbeddingBag(256, embed_dim, mode="mean")
-        self.text_proj = nn.Linear(embed_dim, embed_dim)
+        with torch.random.fork_rng(devices=[]):  # the layers' default init draws from the global RNG
+            self.conv = nn.Conv2d(3, 8, 4, stride=4)
+            self.image_proj = nn.Linear(8 * 4, embed_dim)
+            self.token_table = nn.EmbeddingBag(256, embed_dim, mode="mean")
+            self.text_proj = nn.Linear(embed_dim, embed_dim)
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for p in self.parameters():

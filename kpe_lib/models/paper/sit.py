@@ -398,7 +398,6 @@ def load_sit(path: str | os.PathLike, config: SiTConfig | str = "SiT-XL/2", devi
     state = read_state_dict(path, "SiT", nested_keys=("ema", "model", "state_dict"))
     with torch.device("meta"):
         model = SiT(config)
-    model = model.to_empty(device="cpu")
     load_strict(model, state, model.config.name, source=str(path))
     return model.to(device).eval()
 

@@ -280,7 +280,6 @@ def load_vae_decoder(vae_dir: str | os.PathLike, device: str | torch.device = "c
     config = _read_config(folder, name=folder.name or "sd-vae")
     with torch.device("meta"):
         model = VAEDecoder(config)
-    model = model.to_empty(device="cpu")
     state = _rename_old_attention(read_state_dict(weights, "VAE"), model)
     load_strict(model, state, f"VAE decoder {config.block_out_channels}", source=str(weights))
     return model.to(device).eval()
