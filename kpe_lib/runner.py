@@ -1,0 +1,360 @@
+"""The book pipeline: chapter sources -> executed notebooks -> Jupyter Book (DESIGN "The book pipeline").
+
+A chapter is a jupytext MyST file ``notebooks/NN_slug.md`` with one cell tagged ``parameters``. The
+runner converts it to a notebook, executes it with papermill at a named scale
+(``notebooks/params/<scale>.yml``, one flat file shared by all chapters) from the project root, and
+writes the executed notebook to ``<out>/book/chapters/NN_slug.ipynb`` -- never into ``notebooks/``, so
+sources stay free of outputs and injected parameters.
+
+A chapter is skipped when its *stamp* -- the sha256 of its source, the parameter file, the device and
+every ``kpe_lib`` source file -- equals the stamp stored beside its executed notebook
+(``NN_slug.stamp.json``); ``force=True`` re-executes anyway. Execution writes to a temporary name and
+renames on success, so a failing chapter leaves the previous executed notebook intact (the failed one
+is kept under ``<out>/_build/failed/`` for inspection).
+
+Progress: the runner prints one line per chapter (name, status, seconds). Inside chapters, progress
+bars are switched off by the environment variable ``KPE_PROGRESS=0``, which the runner sets for the
+kernels it starts; interactive runs keep tqdm's default (bars on a terminal, off otherwise).
+
+Example:
+    >>> from kpe_lib.runner import run_chapters
+    >>> report = run_chapters(["01"], scale="smoke", out="_build/smoke-src")  # doctest: +SKIP
+    >>> report.ok                                                              # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+__all__ = ["SCALES", "Chapter", "ChapterRun", "RunReport", "discover_chapters", "select_chapters",
+           "params_path", "load_params", "chapter_stamp", "stage_book", "run_chapters",
+           "notebook_errors", "build_book", "BuildReport"]
+
+SCALES = ("smoke", "cpu", "paper")
+CHAPTER_PATTERN = "[0-9][0-9]_*.md"
+BOOK_FILES = ("_config.yml", "_toc.yml")
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    """One chapter source. ``name`` is the file stem, e.g. ``"01_kpe_2d"``."""
+
+    name: str
+    source: Path
+
+    @property
+    def number(self) -> str:
+        """The two-digit prefix, e.g. ``"01"``."""
+        return self.name[:2]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterRun:
+    """What happened to one chapter.
+
+    Attributes:
+        chapter: chapter name.
+        status: ``"executed"``, ``"skipped"`` (stamp unchanged) or ``"failed"``.
+        seconds: wall-clock seconds spent (0 when skipped).
+        notebook: the executed notebook (for a failure: where the failed copy was kept).
+        error: the error's name and message when ``status == "failed"``.
+    """
+
+    chapter: str
+    status: str
+    seconds: float
+    notebook: Path
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """Result of :func:`run_chapters`."""
+
+    runs: list[ChapterRun]
+    scale: str
+    device: str
+    out: Path
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no chapter failed."""
+        return all(r.status != "failed" for r in self.runs)
+
+    def summary(self) -> str:
+        """One line such as ``"1 executed, 0 skipped, 0 failed in 25.3 s (scale smoke)"``."""
+        counts = {s: sum(r.status == s for r in self.runs) for s in ("executed", "skipped", "failed")}
+        return (f"{counts['executed']} executed, {counts['skipped']} skipped, {counts['failed']} failed "
+                f"in {self.seconds:.1f} s (scale {self.scale}, device {self.device})")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildReport:
+    """Result of :func:`build_book`: the chapter runs, the HTML folder and the build's exit status."""
+
+    run: RunReport
+    html: Path
+    returncode: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.run.ok and self.returncode == 0
+
+
+def _root(root: str | os.PathLike | None) -> Path:
+    if root is not None:
+        return Path(root).resolve()
+    from kpe_lib.reporting import project_root
+    return project_root()
+
+
+def discover_chapters(root: str | os.PathLike | None = None) -> list[Chapter]:
+    """All chapter sources ``notebooks/NN_*.md`` under ``root``, in chapter order."""
+    folder = _root(root) / "notebooks"
+    return [Chapter(p.stem, p) for p in sorted(folder.glob(CHAPTER_PATTERN))]
+
+
+def select_chapters(chapters: Sequence[Chapter], names: Iterable[str] | None) -> list[Chapter]:
+    """Pick chapters by full name (``01_kpe_2d``), number (``01`` or ``1``) or slug (``kpe_2d``).
+
+    ``names`` empty or None selects every chapter. Raises ValueError for a name matching none.
+    """
+    names = list(names or [])
+    if not names:
+        return list(chapters)
+    chosen: list[Chapter] = []
+    for name in names:
+        key = name.removesuffix(".md").removeprefix("notebooks/")
+        hits = [c for c in chapters
+                if key in (c.name, c.name[3:]) or (key.isdigit() and int(key) == int(c.number))]
+        if not hits:
+            known = ", ".join(c.name for c in chapters) or "none found"
+            raise ValueError(f"chapter {name!r} matches no chapter source; known chapters: {known}")
+        chosen.extend(c for c in hits if c not in chosen)
+    return chosen
+
+
+def params_path(root: str | os.PathLike | None, scale: str) -> Path:
+    """``notebooks/params/<scale>.yml``; ValueError for an unknown scale or a missing file."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    path = _root(root) / "notebooks" / "params" / f"{scale}.yml"
+    if not path.is_file():
+        raise ValueError(f"scale {scale!r} has no parameter file: expected {path}")
+    return path
+
+
+def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu") -> dict:
+    """The flat parameter mapping of a scale, with ``scale`` and ``device`` set."""
+    import yaml
+
+    path = params_path(root, scale)
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a flat mapping of parameter names to values")
+    params.update(scale=scale, device=device)
+    return params
+
+
+def chapter_stamp(chapter: Chapter, root: str | os.PathLike | None, scale: str,
+                  device: str = "cpu") -> str:
+    """sha256 over the chapter source, the scale's parameter file, the device and all kpe_lib sources."""
+    root = _root(root)
+    h = hashlib.sha256()
+
+    def feed(label: str, data: bytes) -> None:
+        h.update(label.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+
+    feed("source", chapter.source.read_bytes())
+    feed("params", params_path(root, scale).read_bytes())
+    feed("device", device.encode())
+    for path in sorted((root / "kpe_lib").rglob("*.py")):
+        feed(path.relative_to(root).as_posix(), path.read_bytes())
+    return h.hexdigest()
+
+
+def stage_book(root: str | os.PathLike | None, out: str | os.PathLike) -> Path:
+    """Copy ``_config.yml``, ``_toc.yml`` and ``book/`` (without executed chapters) into ``out``.
+
+    A staging copy lets a smoke build run beside the ``cpu``-executed chapters without touching them.
+    """
+    root, out = _root(root), Path(out).resolve()
+    if out == root:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, out / name)
+    shutil.copytree(root / "book", out / "book", dirs_exist_ok=True,
+                    ignore=lambda d, names: ["chapters"] if Path(d).resolve() == root / "book" else [])
+    return out
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_dir: Path) -> str | None:
+    """Convert and execute one chapter into ``target``; return None on success, else the error text."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    with tempfile.TemporaryDirectory(prefix="kpe-runner-") as tmp:
+        source_nb = Path(tmp) / f"{chapter.name}.ipynb"
+        nb = jupytext.read(chapter.source)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, source_nb)
+        declared = pm.inspect_notebook(str(source_nb))
+        if not declared:
+            raise ValueError(f"{chapter.source} has no code cell tagged 'parameters' (papermill needs one)")
+        # Only the names a chapter declares are injected: the shared file also holds other chapters' keys.
+        chosen = {k: v for k, v in params.items() if k in declared}
+        running = target.with_name(f".{target.stem}.running.ipynb")
+        try:
+            with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root)):
+                pm.execute_notebook(str(source_nb), str(running), parameters=chosen, kernel_name="python3",
+                                    cwd=str(root), progress_bar=False, log_output=False,
+                                    request_save_on_cell_execute=False)
+        except Exception as err:  # papermill re-raises the cell's error as PapermillExecutionError
+            if running.exists():
+                failed_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(running, failed_dir / target.name)
+            return f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()
+        errors = notebook_errors(running)
+        if errors:
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(running, failed_dir / target.name)
+            return "; ".join(errors)
+        os.replace(running, target)
+    return None
+
+
+def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
+                 scale: str = "cpu", device: str = "cpu", out: str | os.PathLike | None = None,
+                 force: bool = False, log: Log = _print) -> RunReport:
+    """Execute chapters at a scale into ``<out>/book/chapters`` (default ``out``: the project root).
+
+    Args:
+        names: chapters to run (see :func:`select_chapters`); None or empty runs all.
+        root: the project root (default: :func:`kpe_lib.reporting.project_root`).
+        scale: ``smoke``, ``cpu`` or ``paper``.
+        device: passed to every chapter as the ``device`` parameter (e.g. ``cuda``).
+        out: where ``book/chapters`` is written; a folder other than the root gets a staging copy of
+            the book sources (:func:`stage_book`).
+        force: re-execute chapters whose stamp is unchanged.
+        log: receives one progress line per chapter.
+
+    Returns:
+        A :class:`RunReport`; ``report.ok`` is False when a chapter failed.
+    """
+    logging.getLogger("papermill").setLevel(logging.ERROR)  # unknown-parameter warnings are expected
+    root = _root(root)
+    out = stage_book(root, out) if out is not None else root
+    chapters = select_chapters(discover_chapters(root), names)
+    if not chapters:
+        raise ValueError(f"no chapter sources matching notebooks/{CHAPTER_PATTERN} under {root}")
+    params = load_params(root, scale, device)
+    folder = out / "book" / "chapters"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs: list[ChapterRun] = []
+    start = time.perf_counter()
+    for i, chapter in enumerate(chapters, 1):
+        target = folder / f"{chapter.name}.ipynb"
+        stamp_file = folder / f"{chapter.name}.stamp.json"
+        stamp = chapter_stamp(chapter, root, scale, device)
+        prefix = f"[{i}/{len(chapters)}] {chapter.name} ({scale})"
+        if not force and target.exists() and _read_stamp(stamp_file) == stamp:
+            runs.append(ChapterRun(chapter.name, "skipped", 0.0, target))
+            log(f"{prefix}: unchanged, skipped")
+            continue
+        log(f"{prefix}: executing ...")
+        t0 = time.perf_counter()
+        error = _execute(chapter, root, params, target, out / "_build" / "failed")
+        seconds = time.perf_counter() - t0
+        if error is None:
+            _write_stamp(stamp_file, {"stamp": stamp, "scale": scale, "device": device,
+                                      "seconds": round(seconds, 1)})
+            runs.append(ChapterRun(chapter.name, "executed", seconds, target))
+            log(f"{prefix}: executed in {seconds:.1f} s")
+        else:
+            kept = out / "_build" / "failed" / target.name
+            runs.append(ChapterRun(chapter.name, "failed", seconds, kept, error))
+            log(f"{prefix}: FAILED after {seconds:.1f} s: {error}\n    failed notebook kept at {kept}")
+    report = RunReport(runs, scale, device, out, time.perf_counter() - start)
+    log(report.summary())
+    return report
+
+
+def _read_stamp(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("stamp")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_stamp(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def notebook_errors(path: str | os.PathLike) -> list[str]:
+    """Error outputs (``ename: evalue``) found in an executed notebook; empty when it ran cleanly."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [f"{o.get('ename')}: {o.get('evalue')}" for cell in nb.cells if cell.cell_type == "code"
+            for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def build_book(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
+               scale: str = "cpu", device: str = "cpu", out: str | os.PathLike | None = None,
+               force: bool = False, log: Log = _print) -> BuildReport:
+    """Run the chapters (:func:`run_chapters`), then ``jupyter-book build <out> -W -n --keep-going``.
+
+    The build turns warnings into errors; it is skipped when a chapter failed. The HTML lands in
+    ``<out>/_build/html``.
+    """
+    start = time.perf_counter()
+    report = run_chapters(names, root=root, scale=scale, device=device, out=out, force=force, log=log)
+    html = report.out / "_build" / "html"
+    if not report.ok:
+        log("book build skipped: a chapter failed")
+        return BuildReport(report, html, 1, time.perf_counter() - start)
+    log(f"building the book in {report.out} ...")
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
+           str(report.out), "-W", "-n", "--keep-going"]
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, cwd=str(report.out))
+    log(f"jupyter-book build {'finished' if rc == 0 else 'FAILED (exit %d)' % rc} in "
+        f"{time.perf_counter() - t0:.1f} s; html: {html}")
+    return BuildReport(report, html, rc, time.perf_counter() - start)

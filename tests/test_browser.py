@@ -1,0 +1,122 @@
+"""The built book in a real browser: every page loads, every image renders, the console stays clean.
+
+Serves the HTML folder (env ``KPE_BOOK_HTML``, default ``<repo>/_build/html``) on 127.0.0.1 and
+opens each page in headless Debian Chromium driven by Playwright (its bundled driver; no browser
+download: ``executable_path`` points at ``/usr/bin/chromium`` or env ``KPE_CHROMIUM``).
+
+Skipped with a reason when there is no built book, no Chromium or no Playwright, unless
+``KPE_REQUIRE_BROWSER=1`` (set by ``make test``), which turns those skips into failures.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = Path(os.environ.get("KPE_BOOK_HTML", ROOT / "_build" / "html")).resolve()
+CHROMIUM = os.environ.get("KPE_CHROMIUM", "/usr/bin/chromium")
+REQUIRED = os.environ.get("KPE_REQUIRE_BROWSER") == "1"
+SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Console messages that are not errors of the book. Keep this list narrow and explained.
+IGNORED_CONSOLE = ()
+
+
+def _unavailable() -> str | None:
+    if not (HTML / "index.html").is_file():
+        return f"no built book at {HTML} (run `make book` or set KPE_BOOK_HTML)"
+    if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set KPE_CHROMIUM)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install playwright; its browser download is not needed)"
+    return None
+
+
+def _pages() -> list[str]:
+    if not HTML.is_dir():
+        return []
+    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+                  if p.name not in SKIP_PAGES and not any(part.startswith("_") for part in p.relative_to(HTML).parts))
+
+
+@pytest.fixture(scope="module")
+def server():
+    reason = _unavailable()
+    if reason:
+        (pytest.fail if REQUIRED else pytest.skip)(reason)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(HTML)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="kpe-chromium-")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                        args=CHROMIUM_ARGS)
+        yield context
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_book_lists_pages():
+    reason = _unavailable()
+    if reason and not REQUIRED:
+        pytest.skip(reason)
+    assert "index.html" in _pages() or (HTML / "index.html").is_file(), f"no index.html in {HTML}"
+    chapters = [p for p in _pages() if p.startswith("book/chapters/")]
+    assert chapters, f"no executed chapter pages under {HTML / 'book/chapters'}"
+
+
+@pytest.mark.parametrize("page_path", _pages() or ["index.html"])
+def test_page_renders(server, browser, page_path):
+    page = browser.new_page()
+    console_errors, failed = [], []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(f"uncaught: {e}"))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+    page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+    try:
+        response = page.goto(f"{server}/{page_path}", wait_until="load", timeout=60_000)
+        assert response is not None and response.status == 200, f"{page_path}: HTTP {response and response.status}"
+        assert page.title().strip(), f"{page_path}: empty <title>"
+        # Lazy images below the fold would never load in a headless window: ask for all of them now.
+        page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+        broken = page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0))"
+                               ".map(i => i.getAttribute('src'))")
+        assert not broken, f"{page_path}: images that did not render: {broken}"
+        if page.locator(".math").count():  # MathJax is served by the book itself (sphinx-mathjax-offline)
+            page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
+        page.wait_for_load_state("networkidle", timeout=30_000)
+        external = [f for f in failed if urlparse(f.split(" ")[0]).hostname not in ("127.0.0.1", None)]
+        assert not external, f"{page_path}: the page needs resources from outside the book: {external}"
+        assert not failed, f"{page_path}: failed requests: {failed}"
+        errors = [m for m in console_errors if not any(s in m for s in IGNORED_CONSOLE)]
+        assert not errors, f"{page_path}: console errors: {errors}"
+    finally:
+        page.close()
