@@ -504,3 +504,15 @@ def test_imagenet_class_names_from_a_file(tmp_path):
     path.write_text("\n".join(f"name {i}" for i in range(999)))
     with pytest.raises(ValueError, match="1000"):
         imagenet_class_names(path)
+
+
+def test_bf16_autocast_keeps_the_state_dtype_and_is_close():
+    model = tiny_sit()
+    x, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 4])
+    ref = SiTVelocity(model, 1.5)(x, 0.5, y=y)
+    fast = SiTVelocity(model, 1.5, autocast_dtype=torch.bfloat16)
+    out = fast(x, 0.5, y=y)
+    assert out.dtype == torch.float32 and fast.evals_per_call == 2
+    assert (out - ref).norm() / ref.norm() < 0.05
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        SiTVelocity(model, 1.5, autocast_dtype=torch.int8)

