@@ -1,0 +1,427 @@
+"""Analysis of the empirical flow matching (EFM) closed form: the terminal spike, posterior collapse,
+KTS against memorisation, late energy as a detector, and the energy-density relation (SPEC 2-5).
+
+Everything here follows from the closed form of SPEC 4,
+``v*(x, t) = sum_i w_i (a_i - x) / (1 - t)`` with posterior weights ``w_i``:
+
+* **Speed envelope.** ``v*`` is a convex combination of ``(a_i - x) / (1 - t)``, so
+  ``||v*|| <= max_i ||a_i - x|| / (1 - t)``: the 1/(1 - t) terminal spike any state suffers unless it is
+  within O(1 - t) of the atom its weights collapse onto (the collapsed limit ``||a_k - x|| / (1 - t)``).
+* **Collapsed paths under Euler and KTS.** Once ``w_k = 1`` the field is linear,
+  ``v = (a_k - x) / (1 - t)``, and the shaped Euler step ``x <- x + eta dt v`` multiplies the displacement
+  ``e = a_k - x`` by ``1 - eta(t_i) dt_i / (1 - t_i)`` exactly. With ``eta = 1`` the last factor is 0 (the
+  last step lands on the atom: a copy); a soft landing leaves ``(1 - eta(t_{N-1}))`` of the displacement.
+* **Posterior dominance.** With ``eps = (x - t a_k) / (1 - t)`` and ``C_t = log n + d/2 log(2 pi (1 - t)^2)``,
+  exactly ``-log p_t(x) = C_t + ||eps||^2 / 2 + log w_k``, and when ``w_k -> 1``
+  ``||v*||^2 -> ||a_k - eps||^2 = 2 (-log p_t(x)) - 2 C_t + ||a_k||^2 - 2 <a_k, eps>``:
+  affine in ``-log p_t`` with slope 2; the atom term ``||a_k||^2 - 2 <a_k, eps>`` is the scatter.
+
+Example:
+    >>> import torch
+    >>> from kpe_lib import time_grid, KTS
+    >>> f = displacement_factors(time_grid(4), KTS())   # eta = 1: the last Euler step lands on the atom
+    >>> [round(float(v), 6) for v in f]
+    [1.0, 0.75, 0.5, 0.25, 0.0]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from kpe_lib.closed_form import EmpiricalVelocity
+from kpe_lib.grids import validate_grid
+from kpe_lib.metrics.neighbors import squared_distances
+from kpe_lib.metrics.stats import bootstrap_ci
+
+__all__ = ["displacement_factors", "CollapsedPath", "collapsed_path", "predicted_memorized", "PathDiagnostics", "path_diagnostics", "StateRecorder",
+           "commit_time", "roc_auc", "DetectorResult", "detector_auroc", "shell_points", "AffineFit",
+           "DominanceData", "dominance_data", "dominance_fit", "log_normalizer"]
+
+Gain = Callable[[float], float]
+
+
+def _eta(gain: Gain | None, t: float) -> float:
+    return 1.0 if gain is None else float(gain(t))
+
+
+def displacement_factors(grid: torch.Tensor, gain: Gain | None = None, start: int = 0) -> torch.Tensor:
+    """Factors by which shaped Euler shrinks the displacement to a collapsed atom (SPEC 3, SPEC 4).
+
+    For the linear field ``v = (a - x) / (1 - t)`` the shaped Euler update gives
+    ``e_{i+1} = (1 - eta(t_i) dt_i / (1 - t_i)) e_i`` for ``e = a - x``.
+
+    Args:
+        grid: time grid (N + 1,) from 0 to 1.
+        gain: ``t -> eta`` (e.g. ``KTS``); None means ``eta = 1``.
+        start: first step index (0 <= start < N).
+
+    Returns:
+        (N + 1 - start,) float64: ``F_0 = 1`` and ``F_j = prod_{i=start}^{start+j-1} (1 - eta_i dt_i / (1 - t_i))``,
+        so ``||e_{start+j}|| = |F_j| ||e_start||``. The last entry is the fraction of the displacement
+        left at t = 1 (exactly 0 when ``eta(t_{N-1}) = 1``).
+    """
+    grid = validate_grid(torch.as_tensor(grid)).detach().cpu().to(torch.float64)
+    n = grid.numel() - 1
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
+        raise ValueError(f"start must be an integer step index in [0, {n - 1}], got {start!r}")
+    t = grid.tolist()
+    factors = [1.0]
+    for i in range(start, n):
+        factors.append(factors[-1] * (1.0 - _eta(gain, t[i]) * (t[i + 1] - t[i]) / (1.0 - t[i])))
+    return torch.tensor(factors, dtype=torch.float64)
+
+
+@dataclass
+class CollapsedPath:
+    """Analytic Euler path of states whose weights have collapsed onto one atom (module docstring).
+
+    Attributes:
+        t: step times t_start, ..., t_{N-1} (N - start,).
+        distance: ||a - x|| at nodes start, ..., N: (N + 1 - start, B).
+        speed: unshaped speed ||v|| = ||a - x|| / (1 - t) at steps start, ..., N - 1: (N - start, B).
+        shaped_speed: ``eta(t) * speed``, (N - start, B).
+    """
+
+    t: torch.Tensor
+    distance: torch.Tensor
+    speed: torch.Tensor
+    shaped_speed: torch.Tensor
+
+
+def collapsed_path(distance_start: torch.Tensor, grid: torch.Tensor, gain: Gain | None = None,
+                   start: int = 0) -> CollapsedPath:
+    """Predict distance and speed of collapsed paths from their distance to the atom at step ``start``.
+
+    Args:
+        distance_start: (B,) ``||a_k - x_start||``.
+        grid: time grid (N + 1,).
+        gain: ``t -> eta``; None means 1.
+        start: step index at which the weights are (numerically) one-hot.
+
+    Returns:
+        CollapsedPath (exact for Euler while the weights stay one-hot).
+    """
+    d0 = torch.as_tensor(distance_start, dtype=torch.float64).reshape(-1)
+    f = displacement_factors(grid, gain, start)
+    grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    t = grid[start:-1]
+    eta = torch.tensor([_eta(gain, float(s)) for s in t], dtype=torch.float64)
+    distance = f.abs()[:, None] * d0[None, :]
+    speed = distance[:-1] / (1.0 - t)[:, None]
+    return CollapsedPath(t=t, distance=distance, speed=speed, shaped_speed=eta[:, None] * speed)
+
+
+def predicted_memorized(distance_start: torch.Tensor, atom_gap: torch.Tensor, factor: float,
+                        threshold: float = 1.0 / 3.0) -> torch.Tensor:
+    """Predict the F_mem verdict of collapsed paths from the landing's displacement factor (SPEC 5).
+
+    A collapsed path ends at ``x = a_k + e`` with ``||e|| = |factor| * distance_start``
+    (``displacement_factors(...)[-1]``). In high dimension ``e`` is nearly orthogonal to the gap to the next
+    atom, so ``d1 = ||e||`` and ``d2 ~ sqrt(gap^2 + ||e||^2)``; ``d1 / d2 < threshold`` becomes
+    ``||e|| < threshold * gap / sqrt(1 - threshold^2)`` (``gap / sqrt(8)`` for 1/3).
+
+    Args:
+        distance_start: (B,) ``||a_k - x||`` when the landing's factor starts.
+        atom_gap: (B,) distance from each path's atom to its nearest other training item.
+        factor: fraction of the displacement left at t = 1.
+        threshold: the F_mem threshold on d1/d2, in (0, 1).
+
+    Returns:
+        (B,) bool, predicted memorised.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    d1 = abs(float(factor)) * torch.as_tensor(distance_start, dtype=torch.float64)
+    return d1 < threshold * torch.as_tensor(atom_gap, dtype=torch.float64) / math.sqrt(1.0 - threshold ** 2)
+
+
+@dataclass
+class PathDiagnostics:
+    """The closed form evaluated along sampled paths (SPEC 4), every ``every``-th step.
+
+    Attributes:
+        t: times (K,).
+        speed: ||v*(x, t)||, (K, B).
+        upper: the envelope max_i ||a_i - x|| / (1 - t), (K, B).
+        top_speed: the collapsed limit ||a_k - x|| / (1 - t) for the top-weight atom k, (K, B).
+        max_weight: max_i w_i(x, t), (K, B).
+        top_atom: index k of the top-weight atom, (K, B).
+    """
+
+    t: torch.Tensor
+    speed: torch.Tensor
+    upper: torch.Tensor
+    top_speed: torch.Tensor
+    max_weight: torch.Tensor
+    top_atom: torch.Tensor
+
+
+def path_diagnostics(efm: EmpiricalVelocity, states: torch.Tensor, times: torch.Tensor | Sequence[float]
+                     ) -> PathDiagnostics:
+    """Speed, its envelope and the posterior weights at states recorded along paths (SPEC 4).
+
+    Args:
+        efm: the closed form the paths were sampled with.
+        states: (K, B, ...) states, e.g. ``SampleResult.trajectory[steps]`` or ``StateRecorder.stacked()``.
+        times: (K,) their times, each in [0, 1) (t = 1 is singular and never evaluated).
+
+    Returns:
+        PathDiagnostics.
+    """
+    tt = torch.as_tensor(times, dtype=torch.float64).detach().cpu().reshape(-1)
+    if states.ndim < 3 or states.shape[0] != tt.numel() or tt.numel() < 1:
+        raise ValueError(f"states must have shape (K, B, ...) with K = len(times) = {tt.numel()}, "
+                         f"got {tuple(states.shape)}")
+    if bool(((tt < 0) | (tt >= 1)).any()):
+        raise ValueError("times must lie in [0, 1): the closed form is singular at t = 1")
+    a = efm.train
+    rows = {k: [] for k in ("speed", "upper", "top", "wmax", "atom")}
+    for x, t in zip(states, tt.tolist()):
+        x = x.to(device=a.device, dtype=efm.dtype)
+        xf = x.reshape(x.shape[0], -1)
+        w = efm.weights(x, t)
+        wmax, k = w.max(1)
+        v = (w @ a - xf) / (1.0 - t)
+        d2 = squared_distances(xf, a, efm.sq_norms)
+        rows["speed"].append(v.norm(dim=1))
+        rows["upper"].append(d2.max(1).values.sqrt() / (1.0 - t))
+        rows["top"].append((a[k] - xf).norm(dim=1) / (1.0 - t))
+        rows["wmax"].append(wmax)
+        rows["atom"].append(k)
+    st = {k: torch.stack(v).cpu() for k, v in rows.items()}
+    return PathDiagnostics(t=tt, speed=st["speed"], upper=st["upper"], top_speed=st["top"],
+                           max_weight=st["wmax"], top_atom=st["atom"])
+
+
+class StateRecorder:
+    """Wrap a velocity ``v(x, t, **extras)`` and keep the states it is first evaluated at, at chosen times.
+
+    A cheap alternative to ``sample(..., record_trajectory=True)`` when only a few times matter (e.g.
+    the state at ``tau_split`` of 10,000 CIFAR-10 paths). With Euler every node ``t_i < 1`` is evaluated
+    once; with multi-stage solvers the first evaluation at that time is kept.
+
+    Args:
+        velocity: the field to wrap (called unchanged).
+        times: times in [0, 1) to record; they must be nodes of the sampling grid (matched to 1e-9).
+
+    Example:
+        >>> rec = StateRecorder(lambda x, t: -x, times=[0.5])
+        >>> _ = sample(rec, torch.ones(2, 1), n_steps=4)   # doctest: +SKIP
+        >>> rec.stacked()[0].shape                         # doctest: +SKIP
+        torch.Size([1, 2, 1])
+    """
+
+    def __init__(self, velocity: Callable[..., torch.Tensor], times: Sequence[float]) -> None:
+        self.velocity = velocity
+        self.times = sorted(float(t) for t in times)
+        if not self.times or any(not 0.0 <= t < 1.0 for t in self.times):
+            raise ValueError(f"times must be a non-empty list of times in [0, 1), got {list(times)}")
+        self.states: dict[float, torch.Tensor] = {}
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **extras) -> torch.Tensor:
+        now = float(torch.as_tensor(t).reshape(-1)[0])
+        for s in self.times:
+            if abs(now - s) < 1e-9 and s not in self.states:
+                self.states[s] = x.detach().clone()
+        return self.velocity(x, t, **extras)
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (K, B, ...), times (K,)) in time order, ready for ``path_diagnostics(efm, *rec.stacked())``.
+
+        Raises ValueError if a time was never reached.
+        """
+        missing = [s for s in self.times if s not in self.states]
+        if missing:
+            raise ValueError(f"no state was recorded at times {missing}: they are not nodes of the grid used")
+        return torch.stack([self.states[s] for s in self.times]), torch.tensor(self.times, dtype=torch.float64)
+
+
+def commit_time(max_weight: torch.Tensor, t: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """First time at which a path's largest posterior weight reaches ``threshold``.
+
+    Args:
+        max_weight: (K, B) max_i w_i along paths (``PathDiagnostics.max_weight``).
+        t: (K,) increasing times.
+        threshold: in (0, 1].
+
+    Returns:
+        (B,) float64 commit times; 1.0 for paths that never reach the threshold on the given times.
+    """
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    mw, tt = torch.as_tensor(max_weight), torch.as_tensor(t, dtype=torch.float64).cpu()
+    if mw.ndim != 2 or mw.shape[0] != tt.numel():
+        raise ValueError(f"max_weight must have shape (K, B) with K = len(t) = {tt.numel()}, got {tuple(mw.shape)}")
+    hit = (mw >= threshold).cpu()
+    first = hit.to(torch.int64).argmax(0)
+    return torch.where(hit.any(0), tt[first], torch.ones_like(tt[first]))
+
+
+def roc_auc(scores: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counted 1/2.
+
+    Computed as the Mann-Whitney U statistic from average ranks.
+
+    Args:
+        scores: (M,) detector scores (higher means "positive").
+        positive: (M,) bool labels.
+
+    Returns:
+        AUROC in [0, 1]; NaN when one class is empty.
+    """
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
+    y = np.asarray(positive.detach().cpu() if isinstance(positive, torch.Tensor) else positive).astype(bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores and positive must have the same length, got {s.shape} and {y.shape}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+@dataclass
+class DetectorResult:
+    """AUROC of a score for telling positives (e.g. memorised samples) from the rest.
+
+    Attributes:
+        auroc: on all samples.
+        stderr: bootstrap standard error.
+        ci95: percentile bootstrap interval.
+        n_pos: number of positives.
+        n_neg: number of negatives.
+    """
+
+    auroc: float
+    stderr: float
+    ci95: tuple[float, float]
+    n_pos: int
+    n_neg: int
+
+
+def detector_auroc(scores: torch.Tensor, positive: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> DetectorResult:
+    """AUROC with a paired bootstrap interval (resamples with one class missing are dropped)."""
+    s = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64)
+    y = np.asarray(torch.as_tensor(positive).detach().cpu()).astype(bool)
+    boot = bootstrap_ci(lambda a, b: roc_auc(a, b), s, y, n_boot=n_boot, seed=seed)
+    return DetectorResult(auroc=roc_auc(s, y), stderr=boot.stderr, ci95=boot.ci, n_pos=int(y.sum()),
+                          n_neg=int((~y).sum()))
+
+
+def shell_points(train: torch.Tensor, t: float, n_points: int, noise_scale: tuple[float, float] = (1.0, 1.0),
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``x = t a_k + (1 - t) lam eps`` around random atoms, ``eps ~ N(0, I)``, ``lam ~ U(noise_scale)``.
+
+    ``noise_scale = (1, 1)`` draws exactly from the bridge marginal ``p_t`` (SPEC 4); a wider range adds
+    denser (lam < 1) and sparser (lam > 1) shells, spreading ``-log p_t`` for the dominance fit.
+
+    Returns:
+        (x (P, ...) float64, atom index (P,)).
+    """
+    lo, hi = (float(v) for v in noise_scale)
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"t must lie in [0, 1), got {t!r}")
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"noise_scale must be (lo, hi) with 0 < lo <= hi, got {noise_scale!r}")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+    a = train.detach().to(torch.float64).cpu()
+    k = torch.randint(0, a.shape[0], (n_points,), generator=generator)
+    eps = torch.randn((n_points, *a.shape[1:]), generator=generator, dtype=torch.float64)
+    lam = lo + (hi - lo) * torch.rand(n_points, generator=generator, dtype=torch.float64)
+    lam = lam.reshape(-1, *([1] * (a.ndim - 1)))
+    return t * a[k] + (1.0 - t) * lam * eps, k
+
+
+def log_normalizer(n: int, dim: int, t: float) -> float:
+    """``C_t = log n + d/2 log(2 pi (1 - t)^2)``: ``-log p_t = C_t + ||eps||^2/2 + log w_k`` exactly."""
+    return math.log(n) + 0.5 * dim * math.log(2.0 * math.pi * (1.0 - t) ** 2)
+
+
+@dataclass
+class AffineFit:
+    """Least-squares fit ``||v*||^2 = slope * (-log p_t) + intercept`` at one time and dominance threshold.
+
+    Attributes:
+        t: time.
+        threshold: points kept have max_i w_i >= threshold.
+        n_points: number kept.
+        slope, intercept, r2: the fit (NaN when fewer than 3 points).
+        slope_theory: 2, the dominance limit.
+        intercept_theory: ``-2 C_t + mean ||a_i||^2`` (the atom term averaged over the training set).
+        median_max_weight: median of max_i w_i over the kept points.
+    """
+
+    t: float
+    threshold: float
+    n_points: int
+    slope: float
+    intercept: float
+    r2: float
+    slope_theory: float
+    intercept_theory: float
+    median_max_weight: float
+
+
+@dataclass
+class DominanceData:
+    """Per-point quantities of the dominance check at one t: (P,) each."""
+
+    speed_sq: torch.Tensor
+    neg_log_density: torch.Tensor
+    max_weight: torch.Tensor
+
+
+def dominance_data(efm: EmpiricalVelocity, x: torch.Tensor, t: float) -> DominanceData:
+    """``||v*||^2``, ``-log p_t(x)`` and ``max_i w_i`` at points ``x`` (P, ...) and a fixed time t."""
+    x = x.to(device=efm.train.device, dtype=efm.dtype)
+    v = efm(x, t).reshape(x.shape[0], -1)
+    return DominanceData(speed_sq=v.pow(2).sum(1).cpu(), neg_log_density=-efm.log_density(x, t).cpu(),
+                         max_weight=efm.max_weight(x, t).cpu())
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    if x.size < 3 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    r2 = 1.0 - float((resid ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+    return float(slope), float(intercept), r2
+
+
+def dominance_fit(efm: EmpiricalVelocity, x: torch.Tensor, t: float,
+                  thresholds: Sequence[float] = (0.0, 0.5, 0.9, 0.99),
+                  data: DominanceData | None = None) -> list[AffineFit]:
+    """Fit ``||v*||^2`` against ``-log p_t(x)`` among points under posterior dominance (module docstring).
+
+    Args:
+        efm: the closed form.
+        x: (P, ...) points at time t (e.g. ``shell_points``).
+        t: the fixed time in [0, 1).
+        thresholds: dominance thresholds on max_i w_i in [0, 1]; 0 keeps every point.
+        data: precomputed ``dominance_data(efm, x, t)`` (to avoid recomputing).
+
+    Returns:
+        One AffineFit per threshold.
+    """
+    if any(not 0.0 <= float(h) <= 1.0 for h in thresholds):
+        raise ValueError(f"thresholds must lie in [0, 1], got {list(thresholds)}")
+    data = data if data is not None else dominance_data(efm, x, t)
+    c_t = log_normalizer(efm.n, efm.dim, t)
+    intercept_theory = -2.0 * c_t + float(efm.sq_norms.mean())
+    out = []
+    for h in thresholds:
+        keep = (data.max_weight >= h).numpy()
+        xs, ys = data.neg_log_density.numpy()[keep], data.speed_sq.numpy()[keep]
+        slope, intercept, r2 = _fit(xs, ys)
+        med = float(np.median(data.max_weight.numpy()[keep])) if keep.any() else float("nan")
+        out.append(AffineFit(t=float(t), threshold=float(h), n_points=int(keep.sum()), slope=slope,
+                             intercept=intercept, r2=r2, slope_theory=2.0, intercept_theory=intercept_theory,
+                             median_max_weight=med))
+    return out
