@@ -12,7 +12,7 @@ from torch import nn
 from kpe_lib.guided_sampling import class_balanced_noise, sample_guided
 from kpe_lib.models.paper import (PaperPipeline, imagenet_class_names, load_paper_pipeline, tiny_paper_pipeline)
 from kpe_lib.models.paper.clip import ClipSemantics, TinyClipEncoders, clip_preprocess, load_clip_encoders
-from kpe_lib.models.paper.sit import SIT_CONFIGS, SiT, SiTConfig, SiTVelocity, load_sit, sincos_pos_embed_2d
+from kpe_lib.models.paper.sit import SiT, SiTConfig, SiTVelocity, load_sit, sincos_pos_embed_2d
 from kpe_lib.models.paper.vae import VAE_CONFIGS, VAEDecoder, load_vae_decoder
 from kpe_lib.sampling import sample
 
@@ -469,6 +469,10 @@ def test_tiny_pipeline_end_to_end_with_guided_sampling():
     sem = pipe.semantics(images, noise.labels)
     assert sem.score.shape == (4,) and torch.isfinite(sem.margin).all() and sem.backend.startswith("clip:")
     assert torch.equal(pipe.velocity(1.0)(noise.x0, 0.5, y=noise.labels), pipe.model(noise.x0, 0.5, noise.labels))
+    # inference-only networks: sampling builds no autograd graph
+    nets = (pipe.model, pipe.vae, pipe.semantics.encoders)
+    assert not any(p.requires_grad for net in nets for p in net.parameters())
+    assert run.x.grad_fn is None and not run.x.requires_grad
 
 
 def test_load_paper_pipeline_from_local_files(tmp_path):

@@ -204,6 +204,7 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
                 else clip_name_or_path)
     vae = load_vae_decoder(vae_dir, device=device)
     model = load_sit(sit_ckpt, cfg, device=device)
+    _freeze(model, vae, encoders)
     return PaperPipeline(
         name=cfg.name.lower().replace("/", "-"), model=model, vae=vae,
         semantics=ClipSemantics(encoders, names, device=device), class_names=names,
@@ -215,6 +216,16 @@ def load_paper_pipeline(sit_ckpt: str | os.PathLike, vae_dir: str | os.PathLike,
                   "vae_scaling_factor": vae.config.scaling_factor, "clip": str(getattr(encoders, "name", "")),
                   "clip_arch": clip_arch, "prompt": "a photo of a {class}", "cfg_channels": cfg_channels,
                   "time_convention": time_convention, "bf16": bf16})
+
+
+def _freeze(*nets: Any) -> None:
+    """Inference only: no parameter asks for gradients, so sampling builds no autograd graph (the sampler
+    runs without ``torch.no_grad``; a graph kept across 250 SiT-XL/2 steps would fill any GPU)."""
+    for net in nets:
+        if isinstance(net, nn.Module):
+            net.requires_grad_(False)
+        elif isinstance(getattr(net, "model", None), nn.Module):  # transformers / open_clip wrappers
+            net.model.requires_grad_(False)
 
 
 def _randomise_zero_init(model: SiT, std: float) -> None:
@@ -242,6 +253,7 @@ def tiny_paper_pipeline(seed: int = 0, device: str | torch.device = "cpu") -> Pa
         vae = VAEDecoder("tiny")
     model, vae = model.to(device).eval(), vae.to(device).eval()
     encoders = TinyClipEncoders(seed=int(seed) + 1).to(device)
+    _freeze(model, vae, encoders)
     cfg = model.config
     return PaperPipeline(
         name="sit-tiny", model=model, vae=vae, semantics=ClipSemantics(encoders, TINY_CLASS_NAMES, device=device),

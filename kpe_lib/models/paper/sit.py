@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -415,7 +414,3 @@ def load_sit(path: str | os.PathLike, config: SiTConfig | str = "SiT-XL/2", devi
     load_strict(model, state, model.config.name, source=str(path))
     return model.to(device).eval()
 
-
-def config_dict(config: SiTConfig) -> dict[str, Any]:
-    """A JSON-ready description of a config (for result files)."""
-    return asdict(config)
