@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import NullFormatter
 
 __all__ = ["BOOK_STYLE", "GROUP_COLORS", "set_book_style", "trajectory_plot", "kpe_distribution_plot",
            "noise_map_plot", "energy_profile_plot", "gain_plot", "support_scatter", "make_grid",
@@ -60,7 +61,8 @@ def set_book_style() -> None:
 
 def trajectory_plot(trajectory, values=None, ax: Axes | None = None, max_paths: int = 300,
                     cmap: str = "viridis", log_color: bool = True, label: str = "KPE",
-                    linewidth: float = 0.6, alpha: float = 0.7, colorbar: bool = True) -> Axes:
+                    linewidth: float = 0.6, alpha: float = 0.7, colorbar: bool = True,
+                    vmin: float | None = None, vmax: float | None = None) -> Axes:
     """Sampling paths in the plane, coloured by a per-path value (usually KPE).
 
     Args:
@@ -69,6 +71,8 @@ def trajectory_plot(trajectory, values=None, ax: Axes | None = None, max_paths: 
         max_paths: at most this many paths (the first ones) are drawn.
         log_color: colour on a log scale (KPE spans orders of magnitude).
         label: colour bar label.
+        vmin, vmax: colour range (default: the drawn values' range); give the same range to panels
+            that are compared.
 
     Returns:
         The Axes; noise starts are small grey dots, endpoints are coloured dots.
@@ -87,8 +91,9 @@ def trajectory_plot(trajectory, values=None, ax: Axes | None = None, max_paths: 
         if v.shape != (b,):
             raise ValueError(f"values must have shape (B,) = ({traj.shape[1]},), got {_np(values).shape}")
         pos = v[v > 0]
-        norm = (LogNorm(pos.min(), pos.max()) if log_color and pos.size and pos.min() < pos.max()
-                else Normalize(v.min(), v.max()))
+        lo = vmin if vmin is not None else (pos.min() if log_color and pos.size else v.min())
+        hi = vmax if vmax is not None else v.max()
+        norm = LogNorm(lo, hi) if log_color and pos.size and 0 < lo < hi else Normalize(lo, hi)
         lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=linewidth, alpha=alpha)
         lc.set_array(v)
         ax.add_collection(lc)
@@ -172,9 +177,10 @@ def energy_profile_plot(t, energy, groups: Mapping[str, object] | None = None, a
         ax.axvline(tau_split, color="0.4", ls="--", lw=1)
     if log:
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # no labels on minor ticks of short log ranges
     ax.set_xlabel("t")
     ax.set_ylabel(r"per-step energy $\frac{1}{2}\|\eta v\|^2$")
-    ax.legend()
+    ax.legend(fontsize=8)
     return ax
 
 

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,11 +237,17 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
         declared = pm.inspect_notebook(str(source_nb))
         if not declared:
             raise ValueError(f"{chapter.source} has no code cell tagged 'parameters' (papermill needs one)")
+        unparsed = sorted(_assigned_names(nb) - set(declared))
+        if unparsed:  # papermill skips lines it cannot parse, and would then silently not inject them
+            raise ValueError(f"{chapter.source}: papermill cannot parse the parameter(s) {unparsed}; keep one "
+                             "plain `name = value  # comment` per line, without '=' inside the comment")
         # Only the names a chapter declares are injected: the shared file also holds other chapters' keys.
         chosen = {k: v for k, v in params.items() if k in declared}
         running = target.with_name(f".{target.stem}.running.ipynb")
         try:
-            with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root)):
+            # Passive OpenMP waiting: spinning threads slow torch down many times on a busy machine.
+            with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root),
+                          OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
                 pm.execute_notebook(str(source_nb), str(running), parameters=chosen, kernel_name="python3",
                                     cwd=str(root), progress_bar=False, log_output=False,
                                     request_save_on_cell_execute=False)
@@ -256,6 +263,15 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
             return "; ".join(errors)
         os.replace(running, target)
     return None
+
+
+_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]*)?=(?!=)")
+
+
+def _assigned_names(nb) -> set[str]:
+    """Names assigned at the start of a line in the cell tagged ``parameters``."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    return {m.group(1) for c in cells for line in c.source.splitlines() if (m := _ASSIGNMENT.match(line))}
 
 
 def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
@@ -298,7 +314,10 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
             continue
         log(f"{prefix}: executing ...")
         t0 = time.perf_counter()
-        error = _execute(chapter, root, params, target, out / "_build" / "failed")
+        try:
+            error = _execute(chapter, root, params, target, out / "_build" / "failed")
+        except ValueError as err:  # a chapter that cannot be run as written (no/unparsable parameters)
+            error = str(err)
         seconds = time.perf_counter() - t0
         if error is None:
             _write_stamp(stamp_file, {"stamp": stamp, "scale": scale, "device": device,

@@ -29,6 +29,7 @@ REQUIRED = os.environ.get("KPE_REQUIRE_BROWSER") == "1"
 SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000  # generous: a loaded 2-core machine renders MathJax slowly
 # Console messages that are not errors of the book. Keep this list narrow and explained.
 IGNORED_CONSOLE = ()
 
@@ -101,18 +102,21 @@ def test_page_renders(server, browser, page_path):
     page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
     page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
     try:
-        response = page.goto(f"{server}/{page_path}", wait_until="load", timeout=60_000)
+        response = page.goto(f"{server}/{page_path}", wait_until="load", timeout=TIMEOUT_MS)
         assert response is not None and response.status == 200, f"{page_path}: HTTP {response and response.status}"
+        if page.locator('meta[http-equiv="Refresh" i]').count():  # jupyter-book's root index.html redirects
+            page.wait_for_url(lambda url: not url.endswith("/" + page_path), timeout=TIMEOUT_MS)
+            page.wait_for_load_state("load", timeout=TIMEOUT_MS)
         assert page.title().strip(), f"{page_path}: empty <title>"
         # Lazy images below the fold would never load in a headless window: ask for all of them now.
         page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
-        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=TIMEOUT_MS)
         broken = page.evaluate("Array.from(document.images).filter(i => !(i.naturalWidth > 0))"
                                ".map(i => i.getAttribute('src'))")
         assert not broken, f"{page_path}: images that did not render: {broken}"
         if page.locator(".math").count():  # MathJax is served by the book itself (sphinx-mathjax-offline)
-            page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
-        page.wait_for_load_state("networkidle", timeout=30_000)
+            page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=TIMEOUT_MS)
+        page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
         external = [f for f in failed if urlparse(f.split(" ")[0]).hostname not in ("127.0.0.1", None)]
         assert not external, f"{page_path}: the page needs resources from outside the book: {external}"
         assert not failed, f"{page_path}: failed requests: {failed}"

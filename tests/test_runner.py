@@ -156,6 +156,15 @@ def test_run_skip_force_and_failure_keep_previous_notebook(tmp_path):
     assert not list((out / "book" / "chapters").glob(".*.running.ipynb"))
 
 
+@pytest.mark.slow
+def test_unparsable_parameter_line_fails_loudly(tmp_path):
+    root = make_project(tmp_path)
+    source = root / "notebooks" / "00_tiny.md"
+    source.write_text(TINY.replace("tiny_value = 1", "tiny_value = 1  # default (here = 1)"))
+    report = runner.run_chapters(root=root, scale="smoke", out=tmp_path / "out", log=lambda m: None)
+    assert not report.ok and "cannot parse the parameter(s) ['tiny_value']" in report.runs[0].error
+
+
 def test_cli_errors_and_exit_codes(tmp_path, monkeypatch, capsys):
     root = make_project(tmp_path)
     monkeypatch.setenv("KPE_ROOT", str(root))
