@@ -36,9 +36,10 @@ from kpe_lib.metrics import kde_bandwidth, kde_support, knn_support, spearman_wi
 from kpe_lib.metrics._checks import as_matrix, as_vector
 
 __all__ = ["KPEGroups", "kpe_groups", "SpaceFeatures", "SupportCorrelation", "SupportStudy",
-           "support_correlations", "ESTIMATORS"]
+           "support_correlations", "partial_spearman", "rho_verdict", "ESTIMATORS", "VERDICTS"]
 
 ESTIMATORS = ("knn", "kde")
+VERDICTS = ("reproduced in magnitude", "reproduced in direction", "not reproduced")
 
 
 @dataclass(frozen=True)
@@ -312,3 +313,55 @@ def support_correlations(kpe: torch.Tensor | np.ndarray, spaces: Sequence[SpaceF
             default.setdefault((space.name, estimator), setting)
     return SupportStudy(rows=rows, log_density=log_density, kpe=torch.from_numpy(energy), level=level,
                         _default=default)
+
+
+def partial_spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray,
+                     control: torch.Tensor | np.ndarray) -> float:
+    """Spearman correlation of ``a`` and ``b`` with ``control`` partialled out.
+
+    The partial Pearson correlation of the average ranks,
+    ``(r_ab - r_ac r_bc) / sqrt((1 - r_ac^2) (1 - r_bc^2))``, which equals the Pearson correlation of the
+    residuals of rank(a) and rank(b) after a least-squares fit on rank(c). Used to ask whether the
+    KPE-support correlation survives once a nuisance both depend on (e.g. the sample's norm) is held fixed.
+
+    Args:
+        a, b, control: (n,) arrays, n >= 4.
+
+    Returns:
+        The partial rank correlation in [-1, 1] (NaN when ``control`` ranks explain ``a`` or ``b`` fully).
+    """
+    import scipy.stats
+
+    x, y, z = as_vector(a, "a"), as_vector(b, "b"), as_vector(control, "control")
+    if not x.shape == y.shape == z.shape or x.shape[0] < 4:
+        raise ValueError(f"a, b and control must be 1-D of the same length >= 4, got {x.shape}, {y.shape}, {z.shape}")
+    r = np.corrcoef(np.stack([scipy.stats.rankdata(v) for v in (x, y, z)]))
+    r_ab, r_ac, r_bc = r[0, 1], r[0, 2], r[1, 2]
+    denom = math.sqrt(max((1 - r_ac ** 2) * (1 - r_bc ** 2), 0.0))
+    return float((r_ab - r_ac * r_bc) / denom) if denom > 1e-12 else float("nan")
+
+
+def rho_verdict(paper: float, rho: float, ci: tuple[float, float], tolerance: float = 0.15) -> str:
+    """Compare a measured correlation with the paper's value.
+
+    Rule **[choice]**: "reproduced in magnitude" when the interval excludes 0 on the paper's side and
+    ``|rho - paper| <= tolerance``; "reproduced in direction" when only the sign is established (interval
+    excludes 0 on the paper's side); otherwise "not reproduced".
+
+    Args:
+        paper: the paper's value (non-zero).
+        rho: this run's value.
+        ci: (low, high) interval of ``rho``.
+        tolerance: largest distance counted as the same magnitude.
+
+    Returns:
+        One of :data:`VERDICTS`.
+    """
+    lo, hi = map(float, ci)
+    if paper == 0 or not lo <= hi or not tolerance >= 0:
+        raise ValueError(f"need paper != 0, ci = (low, high) with low <= high and tolerance >= 0; got "
+                         f"{paper!r}, {ci!r}, {tolerance!r}")
+    same_side = hi < 0 if paper < 0 else lo > 0
+    if not same_side:
+        return VERDICTS[2]
+    return VERDICTS[0] if abs(rho - paper) <= tolerance else VERDICTS[1]

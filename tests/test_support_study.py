@@ -117,3 +117,33 @@ def test_bad_inputs_raise_clear_errors():
         support_correlations(kpe, [SpaceFeatures("s", q, r)], ks=(31,))
     with pytest.raises(ValueError, match="distance 0"):
         support_correlations(kpe, [SpaceFeatures("s", r[:10], r)], ks=(1,), bandwidth_factors=())
+
+
+def test_partial_spearman_equals_the_correlation_of_rank_residuals():
+    from kpe_lib.support_study import partial_spearman
+
+    rng = np.random.default_rng(5)
+    c = rng.normal(size=300)
+    a, b = c + 0.5 * rng.normal(size=300), c + 0.5 * rng.normal(size=300)
+    ranks = [scipy.stats.rankdata(v) for v in (a, b, c)]
+    design = np.stack([np.ones(300), ranks[2]], 1)
+    res = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in ranks[:2]]
+    want = np.corrcoef(res[0], res[1])[0, 1]
+    got = partial_spearman(a, b, c)
+    assert got == pytest.approx(want, abs=1e-12)
+    # a and b share only c: the raw rank correlation is large, the partial one is not
+    assert scipy.stats.spearmanr(a, b).statistic > 0.6 and abs(got) < 0.15
+    with pytest.raises(ValueError, match="same length"):
+        partial_spearman(a, b[:10], c)
+
+
+def test_rho_verdict_rules():
+    from kpe_lib.support_study import rho_verdict
+
+    assert rho_verdict(-0.65, -0.58, (-0.70, -0.45)) == "reproduced in magnitude"
+    assert rho_verdict(-0.65, -0.30, (-0.42, -0.18)) == "reproduced in direction"
+    assert rho_verdict(-0.65, -0.10, (-0.25, 0.05)) == "not reproduced"
+    assert rho_verdict(-0.65, 0.40, (0.30, 0.50)) == "not reproduced"
+    assert rho_verdict(0.5, 0.45, (0.30, 0.60)) == "reproduced in magnitude"
+    with pytest.raises(ValueError, match="paper"):
+        rho_verdict(0.0, 0.1, (0.0, 0.2))
