@@ -1,0 +1,117 @@
+"""Generated pages of the book: the reproduction scoreboard, the scales' parameters, the API reference.
+
+The main build (``python -m kpe_lib build``) writes them into ``<book>/generated/`` before Jupyter Book runs,
+so they always show the committed ``results/`` and the current parameter files and docstrings.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+
+from kpe_lib.scoreboard import VERDICTS, scoreboard
+
+SCALE_ORDER = ("cpu", "paper", "smoke")
+API_MODULES = (
+    "kpe_lib", "kpe_lib.grids", "kpe_lib.shaping", "kpe_lib.sampling", "kpe_lib.solvers", "kpe_lib.closed_form",
+    "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate", "kpe_lib.data", "kpe_lib.models",
+    "kpe_lib.training", "kpe_lib.metrics", "kpe_lib.scoreboard",
+)
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def scoreboard_markdown(results_dir: str | Path) -> str:
+    """The scoreboard page: one table per scale plus a verdict count."""
+    entries = scoreboard(results_dir, SCALE_ORDER)
+    lines = ["# Reproduction scoreboard", "",
+             "Every headline number of the paper (SPEC 6) beside this project's, per scale, generated from "
+             "`results/<scale>/*.json` by the main build. Verdicts: *reproduced in magnitude* (direction holds and "
+             "the number is within the row's tolerance of the paper's), *reproduced in direction*, *not reproduced*, "
+             "*not run*. The `cpu` scale runs small models on 2 CPU cores: read its numbers with the protocol notes "
+             "and the chapters' own discussion; `smoke` only checks the wiring and its numbers mean nothing.", ""]
+    for scale in SCALE_ORDER:
+        rows = [e for e in entries if e.scale == scale]
+        counts = {v: sum(e.verdict == v for e in rows) for v in VERDICTS}
+        lines += [f"## Scale `{scale}`", "",
+                  ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
+                  "| experiment | metric | paper | this project | verdict | chapter | protocol notes |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in rows:
+            lines.append("| " + " | ".join(_cell(x) for x in (
+                e.row.experiment, e.row.metric, e.row.paper, e.value, e.verdict, e.row.chapter, e.row.note)) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parameters_markdown(root: str | Path) -> str:
+    """The three scales' parameter files as one table: a row per parameter, a column per scale."""
+    import yaml
+
+    root = Path(root)
+    params = {}
+    for scale in ("smoke", "cpu", "paper"):
+        path = root / "notebooks" / "params" / f"{scale}.yml"
+        params[scale] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    names = list(dict.fromkeys(k for scale in params.values() for k in scale))
+    lines = ["# Parameters of the three scales", "",
+             "Generated from `notebooks/params/{smoke,cpu,paper}.yml`. Chapter keys carry a prefix: `toy_` "
+             "chapter 1, `efm_` chapter 2, `cifar_` chapter 3, `celeba_` chapter 4, `sem_` chapter 5.", "",
+             "| parameter | smoke | cpu | paper |", "|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(
+            f"`{_cell(params[s].get(name, '-'))}`" for s in ("smoke", "cpu", "paper")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _public_members(module) -> list[tuple[str, object]]:
+    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+    out = []
+    for name in names:
+        obj = getattr(module, name, None)
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and \
+                (module.__name__ == "kpe_lib" or getattr(obj, "__module__", "").startswith(module.__name__)):
+            out.append((name, obj))
+    return out
+
+
+def api_markdown(modules: tuple[str, ...] = API_MODULES) -> str:
+    """The API reference: every public class and function of ``modules`` with signature and docstring."""
+    lines = ["# API reference", "", "Generated from the docstrings of `kpe_lib` by the main build. "
+             "Section numbers such as SPEC 2 refer to the project's specification of the paper's math.", ""]
+    seen: set[int] = set()
+    for name in modules:
+        module = importlib.import_module(name)
+        members = [(n, o) for n, o in _public_members(module) if id(o) not in seen]
+        if not members and name != "kpe_lib":
+            continue
+        lines += [f"## `{name}`", "", inspect.cleandoc(module.__doc__ or "").split("\n\n")[0], ""]
+        for member, obj in members:
+            seen.add(id(obj))
+            try:
+                sig = str(inspect.signature(obj))
+            except (TypeError, ValueError):
+                sig = "(...)"
+            kind = "class" if inspect.isclass(obj) else "def"
+            lines += [f"### `{member}`", "", "```python", f"{kind} {member}{sig}", "```", "",
+                      "```text", inspect.cleandoc(obj.__doc__ or "(no docstring)"), "```", ""]
+    return "\n".join(lines)
+
+
+def write_generated_pages(root: str | Path, book_dir: str | Path) -> list[Path]:
+    """Write scoreboard.md, parameters.md and api.md into ``<book_dir>/generated/``; return their paths."""
+    root, folder = Path(root), Path(book_dir) / "generated"
+    return [_atomic_write(folder / "scoreboard.md", scoreboard_markdown(root / "results")),
+            _atomic_write(folder / "parameters.md", parameters_markdown(root)),
+            _atomic_write(folder / "api.md", api_markdown())]
