@@ -25,6 +25,7 @@ import importlib.metadata
 import importlib.util
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -80,7 +81,10 @@ def _file_sha1(path: str) -> str:
 @functools.lru_cache(maxsize=4)
 def load_inception(device: str = "cpu") -> torch.jit.ScriptModule:
     """The TF-Inception TorchScript network in eval mode on ``device`` (loaded once per device)."""
-    net = torch.jit.load(str(inception_path()), map_location=device)
+    with warnings.catch_warnings():
+        # the wheel ships TorchScript; torch's advice to move to torch.export does not apply to a fixed file
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
+        net = torch.jit.load(str(inception_path()), map_location=device)
     net.eval()  # the outer wrapper is saved in training mode; its layers have no dropout, but be explicit
     for p in net.parameters():
         p.requires_grad_(False)
