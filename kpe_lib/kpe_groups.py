@@ -1,0 +1,209 @@
+"""Low- versus high-KPE groups of samples and the test of their difference (SPEC 5, SPEC 6).
+
+The paper compares the semantic strength (CLIP score and margin) of "low-KPE" and "high-KPE" samples of
+one class-conditional model, but does not say how the groups are cut (SPEC 6, "What is not public").
+**[choice]** this module cuts by quantiles of the per-sample KPE: the default ``"thirds"`` puts the bottom
+third in the low group and the top third in the high group and leaves the middle third out. Optional
+strata (e.g. the class label) cut within each stratum, so that a class whose samples all have a high KPE
+cannot by itself make the groups differ.
+
+The difference of a per-sample quantity between the groups is reported as mean +- std per group with
+Welch's unequal-variance t test and the Mann-Whitney U test (two-sided p-values from scipy), plus the
+rank-biserial effect size ``2 U / (n_low n_high) - 1`` (the probability that a high-group value beats a
+low-group one, minus the reverse).
+
+Example:
+    >>> groups = kpe_groups(res.kpe, cut="thirds")                      # doctest: +SKIP
+    >>> cmp = compare_groups(score, groups)                             # doctest: +SKIP
+    >>> print(f"{cmp.mean_low:.2f} -> {cmp.mean_high:.2f}, Welch p = {cmp.welch_p:.1e}")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
+import torch
+
+__all__ = ["KPEGroups", "GroupComparison", "kpe_groups", "compare_groups", "welch_t", "mann_whitney_u"]
+
+CUTS = {"thirds": 1.0 / 3.0, "quartiles": 0.25, "halves": 0.5, "deciles": 0.1}
+
+
+def _vector(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] < 2:
+        raise ValueError(f"{name} must be a 1-D array with at least 2 entries, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+@dataclass
+class KPEGroups:
+    """Which samples are in the low- and the high-KPE group.
+
+    Attributes:
+        low: (B,) bool, samples whose KPE is at or below the lower cut of their stratum.
+        high: (B,) bool, samples whose KPE is at or above the upper cut of their stratum.
+        fraction: share of each stratum put in each group (1/3 for "thirds").
+        cut: a sentence stating the rule, for tables and prose.
+        thresholds: (lower, upper) KPE cut values; one pair per stratum when stratified, keyed by stratum.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    fraction: float
+    cut: str
+    thresholds: dict
+
+    @property
+    def n_low(self) -> int:
+        return int(self.low.sum())
+
+    @property
+    def n_high(self) -> int:
+        return int(self.high.sum())
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """``{"low KPE": low, "high KPE": high}``, the group labels the book's plots colour."""
+        return {"low KPE": self.low, "high KPE": self.high}
+
+
+def kpe_groups(kpe: torch.Tensor | np.ndarray, cut: str | float = "thirds",
+               strata: torch.Tensor | np.ndarray | None = None) -> KPEGroups:
+    """Split samples into low- and high-KPE groups by rank (**[choice]**, see the module docstring).
+
+    Within each stratum of m samples, the ``floor(q m)`` samples of lowest KPE form the low group and the
+    ``floor(q m)`` of highest KPE the high group (ties broken by sample index, so the groups never overlap
+    and always have the same size), where ``q`` is the fraction.
+
+    Args:
+        kpe: (B,) per-sample kinetic path energy.
+        cut: "thirds" (q = 1/3), "quartiles" (1/4), "halves" (1/2), "deciles" (1/10), or a float q in (0, 0.5].
+        strata: optional (B,) integer labels (e.g. classes); the cut is then made within each stratum.
+
+    Returns:
+        KPEGroups.
+
+    Raises:
+        ValueError: on a bad cut, shapes that do not match, or a stratum too small for one sample per group.
+
+    Example:
+        >>> g = kpe_groups(torch.arange(9.0))
+        >>> g.low.nonzero()[0].tolist(), g.high.nonzero()[0].tolist()
+        ([0, 1, 2], [6, 7, 8])
+    """
+    e = _vector(kpe, "kpe")
+    if isinstance(cut, str):
+        if cut not in CUTS:
+            raise ValueError(f"cut must be one of {sorted(CUTS)} or a fraction in (0, 0.5]; got {cut!r}")
+        q, name = CUTS[cut], cut
+    else:
+        q = float(cut)
+        if not 0.0 < q <= 0.5:
+            raise ValueError(f"cut as a fraction must lie in (0, 0.5]; got {cut!r}")
+        name = f"fraction {q:g}"
+    if strata is None:
+        s = np.zeros(e.shape[0], dtype=np.int64)
+    else:
+        s = strata.detach().cpu().numpy() if isinstance(strata, torch.Tensor) else np.asarray(strata)
+        if s.shape != e.shape or not np.issubdtype(s.dtype, np.integer):
+            raise ValueError(f"strata must be an integer array of shape {e.shape}; got {s.dtype} {s.shape}")
+    low, high = np.zeros(e.shape[0], bool), np.zeros(e.shape[0], bool)
+    thresholds = {}
+    for value in np.unique(s):
+        idx = np.flatnonzero(s == value)
+        k = int(np.floor(q * idx.size + 1e-9))
+        if k < 1:
+            raise ValueError(f"stratum {value} has {idx.size} samples: too few for a {name} cut (need >= "
+                             f"{int(np.ceil(1 / q))})")
+        order = idx[np.argsort(e[idx], kind="stable")]
+        low[order[:k]], high[order[-k:]] = True, True
+        thresholds[int(value)] = (float(e[order[k - 1]]), float(e[order[-k]]))
+    where = "" if strata is None else f" within each of {len(thresholds)} strata"
+    rule = (f"bottom and top {name} of per-sample KPE{where} ({int(low.sum())} samples each)" if name in CUTS
+            else f"bottom and top {q:.0%} of per-sample KPE{where} ({int(low.sum())} samples each)")
+    return KPEGroups(low=low, high=high, fraction=q, cut=rule,
+                     thresholds=thresholds if strata is not None else {"all": thresholds[0]})
+
+
+def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's t statistic of ``mean(b) - mean(a)`` and its Welch-Satterthwaite degrees of freedom."""
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se2 = va + vb
+    if se2 == 0:
+        return (0.0 if b.mean() == a.mean() else float(np.sign(b.mean() - a.mean()) * np.inf)), float(a.size + b.size - 2)
+    t = (b.mean() - a.mean()) / np.sqrt(se2)
+    dof = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    return float(t), float(dof)
+
+
+def mann_whitney_u(a: np.ndarray, b: np.ndarray) -> float:
+    """U statistic of ``b`` against ``a``: the number of pairs with b_j > a_i, ties counting one half."""
+    ranks = scipy.stats.rankdata(np.concatenate([a, b]))
+    return float(ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0)
+
+
+@dataclass
+class GroupComparison:
+    """A per-sample quantity compared between the low- and the high-KPE group.
+
+    Attributes:
+        mean_low, std_low, n_low: mean, standard deviation (ddof = 1) and size of the low group.
+        mean_high, std_high, n_high: the same for the high group.
+        diff: ``mean_high - mean_low``.
+        welch_t, welch_dof, welch_p: Welch's t, its degrees of freedom and two-sided p-value.
+        mw_u, mw_p: Mann-Whitney U (high against low) and its two-sided p-value.
+        rank_biserial: ``2 U / (n_low n_high) - 1`` in [-1, 1]; positive when the high group is larger.
+    """
+
+    mean_low: float
+    std_low: float
+    n_low: int
+    mean_high: float
+    std_high: float
+    n_high: int
+    diff: float
+    welch_t: float
+    welch_dof: float
+    welch_p: float
+    mw_u: float
+    mw_p: float
+    rank_biserial: float
+
+    def summary(self, digits: int = 2) -> str:
+        """``"low m +- s -> high m +- s (Welch p = ..., Mann-Whitney p = ...)"``."""
+        f = f"{{:.{digits}f}}"
+        return (f"low {f.format(self.mean_low)} +- {f.format(self.std_low)} -> high {f.format(self.mean_high)} +- "
+                f"{f.format(self.std_high)} (Welch p = {self.welch_p:.2g}, Mann-Whitney p = {self.mw_p:.2g})")
+
+
+def compare_groups(values: torch.Tensor | np.ndarray, groups: KPEGroups) -> GroupComparison:
+    """Compare a per-sample quantity (semantic score, margin, ...) between the two KPE groups.
+
+    Args:
+        values: (B,) one value per sample, aligned with the KPE the groups were cut from.
+        groups: the output of :func:`kpe_groups`.
+
+    Returns:
+        GroupComparison with means, stds, Welch's t test and the Mann-Whitney U test.
+
+    Raises:
+        ValueError: shapes that do not match, or a group with fewer than 2 samples.
+    """
+    v = _vector(values, "values")
+    if v.shape != groups.low.shape:
+        raise ValueError(f"values must have shape {groups.low.shape} (one per sample); got {v.shape}")
+    a, b = v[groups.low], v[groups.high]
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"each group needs at least 2 samples for a test; got {a.size} and {b.size}")
+    t, dof = welch_t(a, b)
+    welch = scipy.stats.ttest_ind(b, a, equal_var=False)
+    u = mann_whitney_u(a, b)
+    mw = scipy.stats.mannwhitneyu(b, a, alternative="two-sided")
+    return GroupComparison(
+        mean_low=float(a.mean()), std_low=float(a.std(ddof=1)), n_low=int(a.size),
+        mean_high=float(b.mean()), std_high=float(b.std(ddof=1)), n_high=int(b.size),
+        diff=float(b.mean() - a.mean()), welch_t=t, welch_dof=dof, welch_p=float(welch.pvalue),
+        mw_u=u, mw_p=float(mw.pvalue), rank_biserial=2.0 * u / (a.size * b.size) - 1.0)

@@ -1,0 +1,92 @@
+"""Tests of kpe_lib.kpe_groups: rank cuts, Welch's t and Mann-Whitney U against hand computations."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from kpe_lib.kpe_groups import compare_groups, kpe_groups, mann_whitney_u, welch_t
+
+
+def test_thirds_of_a_permutation_pick_the_extreme_ranks():
+    rng = np.random.default_rng(0)
+    kpe = rng.permutation(30).astype(float)
+    g = kpe_groups(torch.from_numpy(kpe))
+    assert g.n_low == g.n_high == 10
+    assert set(kpe[g.low]) == set(range(10)) and set(kpe[g.high]) == set(range(20, 30))
+    assert not (g.low & g.high).any()
+    assert g.thresholds["all"] == (9.0, 20.0)
+    assert "thirds" in g.cut
+
+
+def test_ties_never_put_a_sample_in_both_groups():
+    g = kpe_groups(np.ones(7), cut="halves")
+    assert g.n_low == g.n_high == 3 and not (g.low & g.high).any()
+
+
+def test_stratified_cut_is_made_within_each_class():
+    # class 0 has all the large energies; a global cut would put only class 0 in the high group
+    kpe = np.concatenate([np.arange(6) + 100.0, np.arange(6)])
+    strata = np.array([0] * 6 + [1] * 6)
+    g = kpe_groups(kpe, cut="thirds", strata=strata)
+    assert g.n_low == g.n_high == 4
+    for c in (0, 1):
+        assert g.low[strata == c].sum() == 2 and g.high[strata == c].sum() == 2
+    assert set(kpe[g.high & (strata == 1)]) == {4.0, 5.0}
+    assert set(g.thresholds) == {0, 1}
+
+
+@pytest.mark.parametrize("bad", ["tertiles", 0.0, 0.7])
+def test_bad_cut_is_refused(bad):
+    with pytest.raises(ValueError, match="cut"):
+        kpe_groups(np.arange(9.0), cut=bad)
+
+
+def test_small_stratum_and_bad_input_are_refused():
+    with pytest.raises(ValueError, match="stratum"):
+        kpe_groups(np.arange(4.0), strata=np.array([0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        kpe_groups(np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(ValueError, match="strata"):
+        kpe_groups(np.arange(6.0), strata=np.zeros(5, int))
+
+
+def test_welch_t_matches_the_textbook_formula():
+    a, b = np.array([1.0, 2.0, 4.0, 7.0]), np.array([3.0, 5.0, 6.0, 9.0, 12.0])
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 5
+    t_hand = (b.mean() - a.mean()) / np.sqrt(va + vb)
+    dof_hand = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4)
+    t, dof = welch_t(a, b)
+    assert t == pytest.approx(t_hand, rel=1e-12) and dof == pytest.approx(dof_hand, rel=1e-12)
+
+
+def test_mann_whitney_u_counts_winning_pairs():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 5, 9).astype(float), rng.integers(1, 7, 11).astype(float)  # ties on purpose
+    brute = sum((y > x) + 0.5 * (y == x) for x, y in itertools.product(a, b))
+    assert mann_whitney_u(a, b) == pytest.approx(brute)
+
+
+def test_compare_groups_reports_group_statistics_and_tests():
+    rng = np.random.default_rng(2)
+    kpe = np.arange(60.0)
+    values = kpe / 10 + rng.normal(size=60)  # increases with KPE
+    g = kpe_groups(kpe)
+    c = compare_groups(values, g)
+    lo, hi = values[:20], values[40:]
+    assert c.mean_low == pytest.approx(lo.mean()) and c.std_high == pytest.approx(hi.std(ddof=1))
+    assert c.diff == pytest.approx(hi.mean() - lo.mean()) and c.diff > 0
+    assert c.welch_p == pytest.approx(scipy.stats.ttest_ind(hi, lo, equal_var=False).pvalue)
+    assert c.welch_p < 1e-6 and c.mw_p < 1e-4
+    assert c.rank_biserial == pytest.approx(2 * mann_whitney_u(lo, hi) / 400 - 1) and c.rank_biserial > 0.8
+    assert "Welch p" in c.summary()
+
+
+def test_compare_groups_null_case_and_shape_check():
+    rng = np.random.default_rng(3)
+    g = kpe_groups(np.arange(300.0))
+    c = compare_groups(rng.normal(size=300), g)  # values independent of KPE
+    assert c.welch_p > 0.01 and abs(c.rank_biserial) < 0.3
+    with pytest.raises(ValueError, match="shape"):
+        compare_groups(np.zeros(10), g)
