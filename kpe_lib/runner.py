@@ -369,6 +369,9 @@ def build_book(names: Iterable[str] | None = None, *, root: str | os.PathLike | 
     if not report.ok:
         log("book build skipped: a chapter failed")
         return BuildReport(report, html, 1, time.perf_counter() - start)
+    from kpe_lib.bookpages import write_generated_pages
+
+    write_generated_pages(_root(root), report.out / "book")  # scoreboard, parameters, API from results/ + code
     log(f"building the book in {report.out} ...")
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
            str(report.out), "-W", "-n", "--keep-going"]
