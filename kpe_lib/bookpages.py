@@ -41,17 +41,20 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
              "the number is within the row's tolerance of the paper's), *reproduced in direction*, *not reproduced*, "
              "*not run*. The `cpu` scale runs small models on 2 CPU cores: read its numbers with the protocol notes "
              "and the chapters' own discussion; `smoke` only checks the wiring and its numbers mean nothing.", ""]
+    notes = list(dict.fromkeys(e.row.note for e in entries if e.row.note))
     for scale in SCALE_ORDER:
         rows = [e for e in entries if e.scale == scale]
         counts = {v: sum(e.verdict == v for e in rows) for v in VERDICTS}
         lines += [f"## Scale `{scale}`", "",
                   ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-                  "| experiment | metric | paper | this project | verdict | chapter | protocol notes |",
+                  "| experiment | metric | paper | this project | verdict | chapter | note |",
                   "|---|---|---|---|---|---|---|"]
         for e in rows:
+            note = f"({notes.index(e.row.note) + 1})" if e.row.note else ""
             lines.append("| " + " | ".join(_cell(x) for x in (
-                e.row.experiment, e.row.metric, e.row.paper, e.value, e.verdict, e.row.chapter, e.row.note)) + " |")
+                e.row.experiment, e.row.metric, e.row.paper, e.value, e.verdict, e.row.chapter, note)) + " |")
         lines.append("")
+    lines += ["## Notes on protocols", ""] + [f"{i}. {_cell(n)}" for i, n in enumerate(notes, 1)] + [""]
     return "\n".join(lines)
 
 
