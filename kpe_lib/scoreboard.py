@@ -163,7 +163,8 @@ ROWS: tuple[Row, ...] = (
         ("recall_fm", "recall_landing"), "increase", 0.002, 0.01, note=IMAGENET_NOTE),
     Row("EFM closed form (mechanism)", "late-KPE AUROC for copies", "claim: late energy drives copying",
         "02_efm_memorization", ("late_kpe_auroc",), "above", None, None, threshold=0.5,
-        note="the paper gives no number; > 0.5 means late energy separates copies"),
+        note="the paper gives no number; > 0.5 means late energy separates copies. Measured on chapter 2's "
+             "partially copying closed-form field (plain EFM copies every sample, so it has no negatives)"),
     Row("EFM closed form (theory)", "min R^2 of ||v*||^2 vs -log p_t under dominance",
         "claim: approximately affine", "02_efm_memorization", ("theory_r2_min",), "above", 1.0, 0.05,
         threshold=0.5, note="the paper's constants are not public; R^2 near 1 is the affine relation"),
