@@ -85,8 +85,22 @@ def _mixture_sample(means: Tensor, std: float, n: int, generator: torch.Generato
     return (means.double()[k] + std * noise).to(dtype)
 
 
+class _IsotropicMixture(Toy2D):
+    """An equal-weight mixture of isotropic Gaussians with ``means`` (K, 2) and a common ``std``."""
+
+    std: float
+    means: Tensor
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        _check_n(n)
+        return _mixture_sample(self.means, self.std, n, generator, dtype)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        return _mixture_log_density(_check_points(x), self.means, self.std).to(x.dtype)
+
+
 @dataclass(frozen=True)
-class EightGaussians(Toy2D):
+class EightGaussians(_IsotropicMixture):
     """Equal mixture of 8 isotropic Gaussians, means at ``radius * (cos 2 pi k / 8, sin 2 pi k / 8)``."""
 
     radius: float = 4.0
@@ -103,13 +117,6 @@ class EightGaussians(Toy2D):
         a = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
         return self.radius * torch.stack([a.cos(), a.sin()], dim=1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        _check_n(n)
-        return _mixture_sample(self.means, self.std, n, generator, dtype)
-
-    def log_density(self, x: Tensor) -> Tensor:
-        return _mixture_log_density(_check_points(x), self.means, self.std).to(x.dtype)
-
     @property
     def bounds(self) -> tuple[float, float]:
         r = self.radius + 6 * self.std
@@ -117,7 +124,7 @@ class EightGaussians(Toy2D):
 
 
 @dataclass(frozen=True)
-class TwoMoons(Toy2D):
+class TwoMoons(_IsotropicMixture):
     """Two interleaved half circles as a fine Gaussian mixture along the arcs (module docstring).
 
     Upper arc ``(cos u, sin u)``, lower arc ``(1 - cos u, 1/2 - sin u)``, u in (0, pi) at the midpoints of
@@ -143,13 +150,6 @@ class TwoMoons(Toy2D):
         lower = torch.stack([1 - u.cos(), 0.5 - u.sin()], dim=1)
         shift = torch.tensor([0.5, 0.25], dtype=torch.float64)
         return self.scale * (torch.cat([upper, lower]) - shift)
-
-    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        _check_n(n)
-        return _mixture_sample(self.means, self.std, n, generator, dtype)
-
-    def log_density(self, x: Tensor) -> Tensor:
-        return _mixture_log_density(_check_points(x), self.means, self.std).to(x.dtype)
 
     @property
     def bounds(self) -> tuple[float, float]:
