@@ -66,9 +66,7 @@ def reference_kpe(velocity: Callable[..., torch.Tensor], x0: torch.Tensor,
         if isinstance(eta, torch.Tensor):
             eta = eta.to(torch.float64).reshape(-1, 1) if eta.ndim == 1 else float(eta)
         raw = 0.5 * v.pow(2).sum(1, keepdim=True)
-        eta2 = eta ** 2
-        shaped = raw * (eta2 if not isinstance(eta2, torch.Tensor) else eta2)
-        return torch.cat([eta * v, shaped, raw], 1)
+        return torch.cat([eta * v, raw * eta ** 2, raw], 1)
 
     state0 = torch.cat([x0.reshape(batch, dim).to(torch.float64),
                         torch.zeros(batch, 2, dtype=torch.float64, device=x0.device)], 1)
