@@ -38,7 +38,9 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
     lines = ["# Reproduction scoreboard", "",
              "Every headline number of the paper (SPEC 6) beside this project's, per scale, generated from "
              "`results/<scale>/*.json` by the main build. Verdicts: *reproduced in magnitude* (direction holds and "
-             "the number is within the row's tolerance of the paper's), *reproduced in direction*, *not reproduced*, "
+             "the number is within the row's tolerance of the paper's), *reproduced in direction*, "
+             "*direction only, not significant* (the evidence column's p-value or 95% interval of the change does "
+             "not exclude the null at the 5% level), *not reproduced*, "
              "*not run*. The `cpu` scale runs small models on 2 CPU cores: read its numbers with the protocol notes "
              "and the chapters' own discussion; `smoke` only checks the wiring and its numbers mean nothing.", ""]
     notes = list(dict.fromkeys(e.row.note for e in entries if e.row.note))
@@ -47,12 +49,13 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
         counts = {v: sum(e.verdict == v for e in rows) for v in VERDICTS}
         lines += [f"## Scale `{scale}`", "",
                   ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-                  "| experiment | metric | paper | this project | verdict | chapter | note |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| experiment | metric | paper | this project | evidence | verdict | chapter | note |",
+                  "|---|---|---|---|---|---|---|---|"]
         for e in rows:
             note = f"({notes.index(e.row.note) + 1})" if e.row.note else ""
             lines.append("| " + " | ".join(_cell(x) for x in (
-                e.row.experiment, e.row.metric, e.row.paper, e.value, e.verdict, e.row.chapter, note)) + " |")
+                e.row.experiment, e.row.metric, e.row.paper, e.value, e.evidence, e.verdict, e.row.chapter,
+                note)) + " |")
         lines.append("")
     lines += ["## Notes on protocols", ""] + [f"{i}. {_cell(n)}" for i, n in enumerate(notes, 1)] + [""]
     return "\n".join(lines)

@@ -69,6 +69,33 @@ class KPEGroups:
         """``{"low KPE": low, "high KPE": high}``, the group labels the book's plots colour."""
         return {"low KPE": self.low, "high KPE": self.high}
 
+    @property
+    def low_max(self) -> float:
+        """Largest KPE in the low group (the lower cut; unstratified groups only)."""
+        return self._cuts()[0]
+
+    @property
+    def high_min(self) -> float:
+        """Smallest KPE in the high group (the upper cut; unstratified groups only)."""
+        return self._cuts()[1]
+
+    def _cuts(self) -> tuple[float, float]:
+        if "all" not in self.thresholds:
+            raise ValueError("stratified groups have one cut per stratum: read thresholds[stratum]")
+        return self.thresholds["all"]
+
+    def ranked(self, kpe: torch.Tensor | np.ndarray, group: str) -> np.ndarray:
+        """Indices of a group's samples, most extreme first: ``"low"`` by KPE ascending, ``"high"``
+        descending (ties by sample index), e.g. to show the lowest- and highest-KPE samples."""
+        if group not in ("low", "high"):
+            raise ValueError(f"group must be 'low' or 'high', got {group!r}")
+        e = _vector(kpe, "kpe")
+        if e.shape != self.low.shape:
+            raise ValueError(f"kpe must be the ({self.low.shape[0]},) vector the groups were cut from, got {e.shape}")
+        idx = np.flatnonzero(self.low if group == "low" else self.high)
+        order = np.lexsort((idx, e[idx] if group == "low" else -e[idx]))
+        return idx[order]
+
 
 def kpe_groups(kpe: torch.Tensor | np.ndarray, cut: str | float = "thirds",
                strata: torch.Tensor | np.ndarray | None = None) -> KPEGroups:

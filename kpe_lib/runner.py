@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["SCALES", "Chapter", "ChapterRun", "RunReport", "discover_chapters", "select_chapters",
            "params_path", "load_params", "chapter_stamp", "stage_book", "run_chapters",
@@ -164,8 +164,9 @@ def params_path(root: str | os.PathLike | None, scale: str) -> Path:
     return path
 
 
-def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu") -> dict:
-    """The flat parameter mapping of a scale, with ``scale`` and ``device`` set."""
+def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu",
+                overrides: Mapping[str, Any] | None = None) -> dict:
+    """The flat parameter mapping of a scale, with ``scale`` and ``device`` set and ``overrides`` applied."""
     import yaml
 
     path = params_path(root, scale)
@@ -173,12 +174,14 @@ def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu")
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a flat mapping of parameter names to values")
     params.update(scale=scale, device=device)
+    params.update(overrides or {})
     return params
 
 
 def chapter_stamp(chapter: Chapter, root: str | os.PathLike | None, scale: str,
-                  device: str = "cpu") -> str:
-    """sha256 over the chapter source, the scale's parameter file, the device and all kpe_lib sources."""
+                  device: str = "cpu", overrides: Mapping[str, Any] | None = None) -> str:
+    """sha256 over the chapter source, the scale's parameter file, the overrides, the device and all
+    kpe_lib sources."""
     root = _root(root)
     h = hashlib.sha256()
 
@@ -188,6 +191,8 @@ def chapter_stamp(chapter: Chapter, root: str | os.PathLike | None, scale: str,
     feed("source", chapter.source.read_bytes())
     feed("params", params_path(root, scale).read_bytes())
     feed("device", device.encode())
+    if overrides:
+        feed("overrides", json.dumps(dict(overrides), sort_keys=True, default=str).encode())
     for path in sorted((root / "kpe_lib").rglob("*.py")):
         feed(path.relative_to(root).as_posix(), path.read_bytes())
     return h.hexdigest()
@@ -276,7 +281,8 @@ def _assigned_names(nb) -> set[str]:
 
 def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
                  scale: str = "cpu", device: str = "cpu", out: str | os.PathLike | None = None,
-                 force: bool = False, log: Log = _print) -> RunReport:
+                 force: bool = False, overrides: Mapping[str, Any] | None = None,
+                 log: Log = _print) -> RunReport:
     """Execute chapters at a scale into ``<out>/book/chapters`` (default ``out``: the project root).
 
     Args:
@@ -287,6 +293,8 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
         out: where ``book/chapters`` is written; a folder other than the root gets a staging copy of
             the book sources (:func:`stage_book`).
         force: re-execute chapters whose stamp is unchanged.
+        overrides: parameter values replacing the scale file's (e.g. ``{"celeba_bf16": True}``); each
+            must be declared by a selected chapter (ValueError otherwise). They enter the stamp.
         log: receives one progress line per chapter.
 
     Returns:
@@ -298,7 +306,17 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
     chapters = select_chapters(discover_chapters(root), names)
     if not chapters:
         raise ValueError(f"no chapter sources matching notebooks/{CHAPTER_PATTERN} under {root}")
-    params = load_params(root, scale, device)
+    if overrides:
+        from kpe_lib.parameters import chapter_defaults
+
+        declared = {name for c in chapters for name in chapter_defaults(c.name, root)[0]}
+        unknown = sorted(set(overrides) - declared - {"scale", "device"})
+        if unknown:
+            raise ValueError(f"overrides {unknown} are declared by none of the chapters "
+                             f"{', '.join(c.name for c in chapters)}; see their parameters cells")
+        if {"scale", "device"} & set(overrides):
+            raise ValueError("set scale and device with their own arguments, not as overrides")
+    params = load_params(root, scale, device, overrides)
     folder = out / "book" / "chapters"
     folder.mkdir(parents=True, exist_ok=True)
     runs: list[ChapterRun] = []
@@ -306,7 +324,7 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
     for i, chapter in enumerate(chapters, 1):
         target = folder / f"{chapter.name}.ipynb"
         stamp_file = folder / f"{chapter.name}.stamp.json"
-        stamp = chapter_stamp(chapter, root, scale, device)
+        stamp = chapter_stamp(chapter, root, scale, device, overrides)
         prefix = f"[{i}/{len(chapters)}] {chapter.name} ({scale})"
         if not force and target.exists() and _read_stamp(stamp_file) == stamp:
             runs.append(ChapterRun(chapter.name, "skipped", 0.0, target))
@@ -321,7 +339,7 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
         seconds = time.perf_counter() - t0
         if error is None:
             _write_stamp(stamp_file, {"stamp": stamp, "scale": scale, "device": device,
-                                      "seconds": round(seconds, 1)})
+                                      "overrides": dict(overrides or {}), "seconds": round(seconds, 1)})
             runs.append(ChapterRun(chapter.name, "executed", seconds, target))
             log(f"{prefix}: executed in {seconds:.1f} s")
         else:
@@ -357,14 +375,16 @@ def notebook_errors(path: str | os.PathLike) -> list[str]:
 
 def build_book(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
                scale: str = "cpu", device: str = "cpu", out: str | os.PathLike | None = None,
-               force: bool = False, log: Log = _print) -> BuildReport:
+               force: bool = False, overrides: Mapping[str, Any] | None = None,
+               log: Log = _print) -> BuildReport:
     """Run the chapters (:func:`run_chapters`), then ``jupyter-book build <out> -W -n --keep-going``.
 
     The build turns warnings into errors; it is skipped when a chapter failed. The HTML lands in
     ``<out>/_build/html``.
     """
     start = time.perf_counter()
-    report = run_chapters(names, root=root, scale=scale, device=device, out=out, force=force, log=log)
+    report = run_chapters(names, root=root, scale=scale, device=device, out=out, force=force,
+                          overrides=overrides, log=log)
     html = report.out / "_build" / "html"
     if not report.ok:
         log("book build skipped: a chapter failed")

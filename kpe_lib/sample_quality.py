@@ -8,14 +8,8 @@ precision and recall (Kynkaanniemi et al. 2019, k = 3) on those same features. E
 protocol (feature network, reference description and count, generated count, plus the caller's solver,
 NFE, EMA, ...), as SPEC 5 asks of every FID printed.
 
-The Frechet distance ``||mu_r - mu_g||^2 + tr S_r + tr S_g - 2 tr (S_r^1/2 S_g S_r^1/2)^1/2`` is computed
-exactly through covariance factors: with ``S_r = B B^T`` and ``S_g = C C^T`` the nonzero eigenvalues of
-``S_r^1/2 S_g S_r^1/2`` are those of ``(C^T B)^T (C^T B)``, so the trace term is the sum of the singular
-values of ``C^T B``. For n items in D dimensions the factor is the centred features over ``sqrt(n - 1)``
-(n x D) when n <= D, else ``V sqrt(Lambda)`` from one eigendecomposition; the reference factor is computed
-once. With a few hundred samples and D = 2048 this replaces two 2048 x 2048 eigendecompositions per
-comparison by the SVD of a few-hundred-square matrix, with the same value (tested against
-``kpe_lib.metrics.frechet_distance``).
+The Frechet distance is computed exactly by ``kpe_lib.metrics.FrechetReference``, whose reference
+square root is computed once per reference set.
 
 Example:
     >>> ref = reference_set(test_images, {"reference_split": "CIFAR-10 test", "resolution": 16})  # doctest: +SKIP
@@ -34,10 +28,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from kpe_lib.metrics import FeatureStats, feature_statistics, inception_features, inception_protocol, precision_recall
+from kpe_lib.metrics import (FeatureStats, FrechetReference, feature_statistics, inception_features,
+                             inception_protocol, precision_recall)
 
-__all__ = ["ReferenceSet", "QualityResult", "reference_set", "sample_quality", "covariance_factor",
-           "frechet_from_factors"]
+__all__ = ["ReferenceSet", "QualityResult", "reference_set", "sample_quality"]
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,45 +45,24 @@ class ReferenceSet:
         stats: their Gaussian summary (float64 mean and covariance).
         description: what the reference is (split, count, resolution, ...), copied into every protocol.
         from_cache: whether the features were read from the disk cache.
+        frechet: the reference prepared for Frechet distances, once :meth:`frechet_reference` ran.
     """
 
     features: torch.Tensor
     stats: FeatureStats
     description: dict[str, Any] = field(default_factory=dict)
     from_cache: bool = False
-    factor: np.ndarray | None = None
+    frechet: FrechetReference | None = None
 
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
 
-    def covariance_factor(self) -> np.ndarray:
-        """Rows F with ``F^T F`` = the reference covariance (see the module docstring); computed once."""
-        if self.factor is None:
-            self.factor = covariance_factor(self.features)
-        return self.factor
-
-
-def covariance_factor(features: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A factor F (r, D), float64, with ``F^T F`` = the unbiased covariance (ddof = 1) of features (n, D).
-
-    ``r = n`` (centred rows over ``sqrt(n - 1)``) when n <= D, else ``r = D`` from an eigendecomposition.
-    """
-    x = np.asarray(features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features, np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"features must have shape (n, D) with n >= 2; got {x.shape}")
-    xc = (x - x.mean(0)) / np.sqrt(x.shape[0] - 1)
-    if x.shape[0] <= x.shape[1]:
-        return xc
-    w, v = np.linalg.eigh(xc.T @ xc)
-    return (v * np.sqrt(np.clip(w, 0.0, None))).T
-
-
-def frechet_from_factors(mu1: np.ndarray, f1: np.ndarray, mu2: np.ndarray, f2: np.ndarray) -> float:
-    """Frechet distance of N(mu1, f1^T f1) and N(mu2, f2^T f2): the trace term is ``||f2 f1^T||_*``."""
-    cross = np.linalg.svd(f2 @ f1.T, compute_uv=False).sum()
-    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
-    return float(diff @ diff + (f1 * f1).sum() + (f2 * f2).sum() - 2.0 * cross)
+    def frechet_reference(self) -> FrechetReference:
+        """The reference prepared for exact Frechet distances (its square root computed once)."""
+        if self.frechet is None:
+            self.frechet = FrechetReference.from_stats(self.stats)
+        return self.frechet
 
 
 @dataclass
@@ -197,13 +170,12 @@ def sample_quality(reference: ReferenceSet, images: torch.Tensor, protocol: Mapp
                          f"{reference.features.shape[1]}: use the same feature network")
     if fake.shape[0] < 2:
         raise ValueError(f"need at least 2 generated images for a covariance; got {fake.shape[0]}")
-    value = frechet_from_factors(reference.stats.mu, reference.covariance_factor(), fake.double().mean(0).numpy(),
-                                 covariance_factor(fake))
+    value = reference.frechet_reference().fid(fake)
     pr = precision_recall(reference.features, fake, k=k)
     record = inception_protocol() if features is None else {"feature_network": feature_name}
     record.update(reference.description)
     record.update(n_fake=int(fake.shape[0]), precision_recall=f"k-NN manifolds, k = {k} (Kynkaanniemi et al. 2019)",
-                  frechet="exact, trace term as the nuclear norm of the covariance-factor product (float64)")
+                  frechet="exact, trace term from the min(m, D)-square eigenproblem of FrechetReference (float64)")
     record.update(dict(protocol or {}))
     return QualityResult(fid=value, precision=pr.precision, recall=pr.recall, k=k, n_real=reference.n,
                          n_fake=int(fake.shape[0]), protocol=record)

@@ -1,4 +1,4 @@
-"""Kinetic path energy against local training support: KPE groups and the correlation table (SPEC 5, 6).
+"""Kinetic path energy against local training support: the correlation table (SPEC 5, 6).
 
 The paper's CIFAR-10 claim (SPEC 6): at NFE 150, per-sample KPE is rank-correlated with the local
 density of the training set around the generated sample, Spearman rho ~ -0.65 with a kNN estimate and
@@ -12,7 +12,7 @@ Choices the paper leaves open (SPEC 6, "What is not public"), made here and reco
   training item (``kpe_lib.metrics.knn_support``); k = 5 unless told.
 * **[choice]** KDE support = isotropic Gaussian KDE log density with bandwidth ``h = factor * rule(ref)``,
   rule = Scott by default (``kpe_lib.metrics.kde_bandwidth``), factor 1 unless told.
-* **[choice]** KPE groups = the lowest and highest ``fraction`` of the samples by KPE (10% by default).
+* KPE groups (the lowest and highest share of the samples by KPE) come from :mod:`kpe_lib.kpe_groups`.
 
 Example:
     >>> import torch
@@ -35,76 +35,11 @@ import torch
 from kpe_lib.metrics import kde_bandwidth, kde_support, knn_support, spearman_with_ci
 from kpe_lib.metrics._checks import as_matrix, as_vector
 
-__all__ = ["KPEGroups", "kpe_groups", "SpaceFeatures", "SupportCorrelation", "SupportStudy",
+__all__ = ["SpaceFeatures", "SupportCorrelation", "SupportStudy",
            "support_correlations", "partial_spearman", "rho_verdict", "ESTIMATORS", "VERDICTS"]
 
 ESTIMATORS = ("knn", "kde")
 VERDICTS = ("reproduced in magnitude", "reproduced in direction", "not reproduced")
-
-
-@dataclass(frozen=True)
-class KPEGroups:
-    """The lowest- and highest-KPE samples of a run.
-
-    Attributes:
-        low: (m,) int64 indices of the m lowest-KPE samples, KPE ascending.
-        high: (m,) int64 indices of the m highest-KPE samples, KPE descending.
-        fraction: share of the samples in each group.
-        low_max: largest KPE inside the low group.
-        high_min: smallest KPE inside the high group.
-        n: number of samples the groups were cut from.
-    """
-
-    low: torch.Tensor
-    high: torch.Tensor
-    fraction: float
-    low_max: float
-    high_min: float
-    n: int
-
-    def masks(self) -> dict[str, torch.Tensor]:
-        """``{"low KPE": (n,) bool, "high KPE": (n,) bool}`` (the labels the book's plots colour)."""
-        out = {}
-        for label, idx in (("low KPE", self.low), ("high KPE", self.high)):
-            mask = torch.zeros(self.n, dtype=torch.bool)
-            mask[idx] = True
-            out[label] = mask
-        return out
-
-
-def kpe_groups(kpe: torch.Tensor | np.ndarray, fraction: float = 0.1) -> KPEGroups:
-    """Cut the low- and high-KPE groups: the ``m = max(1, floor(fraction * n))`` extreme samples each.
-
-    Ties are broken by sample index (stable sort), so the groups are a function of ``kpe`` alone.
-
-    Args:
-        kpe: (n,) per-sample KPE (``SampleResult.kpe``).
-        fraction: share of the samples per group, in (0, 0.5].
-
-    Returns:
-        KPEGroups.
-
-    Raises:
-        ValueError: ``fraction`` outside (0, 0.5], fewer than 2 samples, or non-finite KPE.
-
-    Example:
-        >>> g = kpe_groups(torch.tensor([3.0, 1.0, 4.0, 1.5, 9.0, 2.6]), fraction=1 / 3)
-        >>> g.low.tolist(), g.high.tolist()
-        ([1, 3], [4, 2])
-    """
-    values = as_vector(kpe, "kpe")
-    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 < fraction <= 0.5:
-        raise ValueError(f"fraction must be a number in (0, 0.5], got {fraction!r}")
-    n = values.shape[0]
-    if n < 2:
-        raise ValueError(f"kpe must hold at least 2 samples to cut two groups, got {n}")
-    m = max(1, int(math.floor(fraction * n + 1e-9)))
-    order = np.argsort(values, kind="stable")
-    low = torch.from_numpy(order[:m].copy()).long()
-    descending = np.lexsort((np.arange(n), -values))  # KPE descending, the smaller index first among ties
-    high = torch.from_numpy(descending[:m].copy()).long()
-    return KPEGroups(low=low, high=high, fraction=float(fraction), low_max=float(values[order[m - 1]]),
-                     high_min=float(values[descending[m - 1]]), n=n)
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,20 @@ def test_compare_groups_null_case_and_shape_check():
     assert c.welch_p > 0.01 and abs(c.rank_biserial) < 0.3
     with pytest.raises(ValueError, match="shape"):
         compare_groups(np.zeros(10), g)
+
+
+def test_ranked_indices_and_cuts_match_a_brute_force_sort():
+    rng = np.random.default_rng(0)
+    kpe = rng.permutation(50).astype(float) * 0.5 + 3.0
+    g = kpe_groups(torch.from_numpy(kpe), cut=0.1)
+    assert g.n_low == g.n_high == 5
+    assert kpe[g.ranked(kpe, "low")].tolist() == sorted(kpe)[:5]
+    assert kpe[g.ranked(kpe, "high")].tolist() == sorted(kpe, reverse=True)[:5]
+    assert g.low_max == sorted(kpe)[4] and g.high_min == sorted(kpe)[-5]
+    with pytest.raises(ValueError, match="group must be 'low' or 'high'"):
+        g.ranked(kpe, "middle")
+    with pytest.raises(ValueError, match="the \\(50,\\) vector"):
+        g.ranked(kpe[:10], "low")
+    stratified = kpe_groups(kpe, cut="thirds", strata=np.arange(50) % 2)
+    with pytest.raises(ValueError, match="one cut per stratum"):
+        stratified.low_max

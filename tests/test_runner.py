@@ -249,10 +249,15 @@ def test_real_chapters_declare_parameters_every_scale_sets():
     for scale, values in params.items():
         assert shared <= set(values), f"{scale}.yml lacks shared keys {shared - set(values)}"
         assert values["scale"] == scale
+    declared = set()
     for chapter in chapters:
         for name in _declared(chapter.source):
+            declared.add(name)
             missing = [s for s, values in params.items() if name not in values]
             assert not missing, f"{chapter.name} declares {name!r}, which {missing} do not set"
+    for scale, values in params.items():  # the runner injects declared names only: a misspelt key would be dropped
+        unread = sorted(set(values) - declared)
+        assert not unread, f"{scale}.yml sets {unread}, which no chapter declares"
 
 
 def test_toc_lists_every_chapter():
@@ -298,3 +303,33 @@ def test_plots_validate_shapes_and_save_atomically(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
     plt.close("all")
+
+
+# ---------------------------------------------------------------- parameter overrides
+def test_overrides_enter_the_stamp_and_must_be_declared(tmp_path, monkeypatch, capsys):
+    root = make_project(tmp_path)
+    chapter = runner.discover_chapters(root)[0]
+    base = runner.chapter_stamp(chapter, root, "smoke")
+    assert runner.chapter_stamp(chapter, root, "smoke", overrides={"tiny_value": 2}) != base
+    assert runner.chapter_stamp(chapter, root, "smoke", overrides={}) == base
+    assert runner.load_params(root, "smoke", overrides={"tiny_value": 7})["tiny_value"] == 7
+    with pytest.raises(ValueError, match=r"overrides \['tiny_valu'\] are declared by none of the chapters 00_tiny"):
+        runner.run_chapters(root=root, scale="smoke", overrides={"tiny_valu": 2}, log=lambda m: None)
+    with pytest.raises(ValueError, match="own arguments"):
+        runner.run_chapters(root=root, scale="smoke", overrides={"scale": "paper"}, log=lambda m: None)
+    monkeypatch.setenv("KPE_ROOT", str(root))
+    assert main(["run", "--scale", "smoke", "--set", "tiny_value"]) == 2
+    assert "--set takes KEY=VALUE" in capsys.readouterr().err
+    assert main(["run", "--scale", "smoke", "--set", "tiny_valu=3"]) == 2
+    assert "declared by none of the chapters" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_set_reaches_the_kernel(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "proj")
+    monkeypatch.setenv("KPE_ROOT", str(root))
+    assert main(["run", "tiny", "--scale", "smoke", "--out", str(tmp_path / "out"), "--set", "tiny_value=42"]) == 0
+    executed = tmp_path / "out" / "book" / "chapters" / "00_tiny.ipynb"
+    assert "scale=smoke value=42" in outputs_text(executed)
+    stamp = json.loads((tmp_path / "out" / "book" / "chapters" / "00_tiny.stamp.json").read_text())
+    assert stamp["overrides"] == {"tiny_value": 42}

@@ -57,19 +57,3 @@ def test_bad_input_is_refused():
     ref = reference_set(_images(10, 4), features=flat, feature_name="pixels")
     with pytest.raises(ValueError, match="dimension"):
         sample_quality(ref, torch.rand(10, 1, 3, 3), features=flat, feature_name="pixels")
-
-
-@pytest.mark.parametrize("n_ref,n_gen", [(30, 20), (80, 20), (80, 90), (12, 60)])
-def test_factor_route_equals_the_matrix_square_root_route(n_ref, n_gen):
-    from kpe_lib.metrics import feature_statistics, frechet_distance
-    from kpe_lib.sample_quality import covariance_factor, frechet_from_factors
-
-    rng = np.random.default_rng(n_ref + n_gen)
-    d = 50  # both n < D and n > D cases
-    a = rng.normal(size=(n_ref, d)) @ rng.normal(size=(d, d)) * 0.3
-    b = rng.normal(size=(n_gen, d)) * 1.5 + 0.2
-    fa, fb = covariance_factor(a), covariance_factor(b)
-    assert np.allclose(fa.T @ fa, np.cov(a, rowvar=False)) and np.allclose(fb.T @ fb, np.cov(b, rowvar=False))
-    sa, sb = feature_statistics(torch.from_numpy(a)), feature_statistics(torch.from_numpy(b))
-    expected = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma, method="sqrtm")
-    assert frechet_from_factors(sa.mu, fa, sb.mu, fb) == pytest.approx(expected, rel=1e-6)

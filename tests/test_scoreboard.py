@@ -72,3 +72,38 @@ def test_api_page_documents_the_public_names():
     for name in ("time_grid", "KTS", "sample", "SampleResult", "EmpiricalVelocity"):
         assert f"### `{name}`" in page
     assert "SPEC 2" in page
+
+
+def test_evidence_demotes_a_direction_that_is_not_significant():
+    row = Row("e", "F_mem", "37.34 -> 31.22", "04", ("a", "b"), "decrease", -6.12, 3.0, 100.0, evidence="ci")
+    held = {"a": 0.37, "b": 0.20}
+    assert row.verdict(row.values(held), row.significant(held | {"ci": [-0.25, -0.08]})) == "reproduced in direction"
+    shaky = held | {"ci": [-0.30, 0.01]}
+    assert row.significant(shaky) is False
+    assert row.verdict(row.values(shaky), False) == "direction only, not significant"
+    assert row.evidence_text(shaky) == "95% CI [-30, 1]"
+    assert row.significant(held) is None and row.evidence_text(held) == "-"  # no evidence reported
+    p_row = Row("e", "score", "21.87 -> 24.62", "05", ("lo", "hi"), "increase", evidence="p")
+    m = {"lo": 1.0, "hi": 2.0, "p": 0.053}
+    assert row.significant(m) is None and p_row.significant(m) is False and p_row.evidence_text(m) == "p = 0.053"
+    assert p_row.verdict(p_row.values(m), p_row.significant(m)) == "direction only, not significant"
+    assert p_row.verdict(p_row.values(m | {"p": 0.01}), True) == "reproduced in direction"
+    # a paper change within tolerance of 0 ("about no change") is judged by magnitude alone
+    null = Row("e", "F_mem", "37.34 -> 36.78", "04", ("a", "b"), "decrease", -0.56, 3.0, 100.0, evidence="ci")
+    near = {"a": 0.37, "b": 0.36, "ci": [-0.05, 0.03]}
+    assert null.verdict(null.values(near), null.significant(near)) == "reproduced in magnitude"
+    assert null.verdict(null.values({"a": 0.37, "b": 0.385})) == "reproduced in magnitude"  # +1.5: sign irrelevant
+    assert null.verdict(null.values({"a": 0.37, "b": 0.42})) == "not reproduced"           # +5 points
+    auroc = Row("e", "AUROC", "claim", "02", ("auc",), "above", threshold=0.5, evidence="auc_ci")
+    assert auroc.significant({"auc": 0.6, "auc_ci": [0.45, 0.7]}) is False
+    assert auroc.significant({"auc": 0.6, "auc_ci": [0.55, 0.7]}) is True
+
+
+def test_spearman_rows_read_the_strongest_space_and_its_interval():
+    row = next(r for r in ROWS if r.metric.startswith("Spearman(KPE, kNN"))
+    m = {"spearman_knn": {"pixels": -0.2, "vae": -0.6}, "spearman_knn_ci": {"pixels": [-0.3, -0.1], "vae": [-0.7, 0.1]}}
+    assert row.values(m) == [-0.6] and row.evidence_text(m) == "95% CI [-0.7, 0.1]"
+    assert row.significant(m) is False and row.verdict(row.values(m), False) == "direction only, not significant"
+    m["spearman_knn_ci"]["vae"] = [-0.7, -0.5]
+    assert row.significant(m) is True and row.verdict(row.values(m), True) == "reproduced in magnitude"
+    assert row.values({"spearman_knn": -0.3}) == [-0.3] and row.significant({"spearman_knn": -0.3}) is None

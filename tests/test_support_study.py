@@ -1,4 +1,4 @@
-"""KPE groups and the KPE-vs-support table (kpe_lib.support_study): brute-force and geometric oracles."""
+"""The KPE-vs-support table (kpe_lib.support_study): brute-force and geometric oracles."""
 import math
 
 import numpy as np
@@ -6,34 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.support_study import SpaceFeatures, kpe_groups, support_correlations
-
-
-def test_kpe_groups_match_a_brute_force_sort():
-    rng = np.random.default_rng(0)
-    kpe = rng.permutation(50).astype(float) * 0.5 + 3.0
-    g = kpe_groups(torch.from_numpy(kpe), fraction=0.1)
-    assert g.n == 50 and len(g.low) == len(g.high) == 5
-    assert kpe[g.low.numpy()].tolist() == sorted(kpe)[:5]
-    assert kpe[g.high.numpy()].tolist() == sorted(kpe, reverse=True)[:5]
-    assert g.low_max == sorted(kpe)[4] and g.high_min == sorted(kpe)[-5]
-    masks = g.masks()
-    assert masks["low KPE"].sum() == 5 and masks["high KPE"].sum() == 5
-    assert not (masks["low KPE"] & masks["high KPE"]).any()
-    assert kpe[masks["low KPE"].numpy()].max() < kpe[masks["high KPE"].numpy()].min()
-
-
-def test_kpe_groups_break_ties_by_index_and_reject_bad_fractions():
-    g = kpe_groups([1.0, 1.0, 1.0, 1.0], fraction=0.5)
-    assert g.low.tolist() == [0, 1] and g.high.tolist() == [0, 1]
-    assert len(kpe_groups(np.arange(7.0), fraction=0.01).low) == 1  # at least one sample per group
-    for bad in (0.0, 0.6, -0.1, True):
-        with pytest.raises(ValueError, match="fraction"):
-            kpe_groups(np.arange(10.0), fraction=bad)
-    with pytest.raises(ValueError, match="at least 2"):
-        kpe_groups([1.0])
-    with pytest.raises(ValueError, match="NaN"):
-        kpe_groups([1.0, float("nan"), 2.0])
+from kpe_lib.support_study import SpaceFeatures, support_correlations
 
 
 def test_queries_moving_away_from_the_data_give_rho_minus_one():

@@ -8,7 +8,7 @@ Example:
 """
 from kpe_lib.metrics.features import (FEATURE_SPACES, AutoencoderFeatures, ClassifierFeatures, FeatureSpace,
                                       HOGFeatures, InceptionFeatures, PCAFeatures, PixelFeatures, feature_space)
-from kpe_lib.metrics.fid import (FeatureStats, FIDResult, PRResult, ReferenceStats, feature_statistics, fid,
+from kpe_lib.metrics.fid import (FeatureStats, FIDResult, FrechetReference, PRResult, ReferenceStats, feature_statistics, fid,
                                  frechet_distance, inception_features, inception_path, inception_protocol,
                                  precision_recall, reference_statistics)
 from kpe_lib.metrics.memorization import MemorizationResult, gap_ratio, memorization_fraction
@@ -19,7 +19,7 @@ from kpe_lib.metrics.support import SupportResult, kde_bandwidth, kde_support, k
 
 __all__ = [
     "AutoencoderFeatures", "BootstrapResult", "ClassifierFeatures", "ClipScorer", "FEATURE_SPACES", "FIDResult",
-    "FeatureSpace", "FeatureStats", "HOGFeatures", "InceptionFeatures", "MemorizationResult", "NeighborResult",
+    "FeatureSpace", "FeatureStats", "FrechetReference", "HOGFeatures", "InceptionFeatures", "MemorizationResult", "NeighborResult",
     "PCAFeatures", "PRResult", "PixelFeatures", "ReferenceStats", "SemanticResult", "SpearmanResult", "SupportResult",
     "bootstrap_ci", "clip_scores_from_embeddings", "feature_space", "feature_statistics", "fid", "frechet_distance",
     "gap_ratio", "inception_features", "inception_path", "inception_protocol", "kde_bandwidth", "kde_support",

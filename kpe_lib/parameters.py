@@ -1,0 +1,137 @@
+"""Checking a chapter's parameters inside its kernel (DESIGN "The book pipeline"; issue 9's reliability pass).
+
+papermill injects whatever it is given: a misspelt name becomes a new global that nothing reads (the
+chapter then silently runs with the default), and a string where a number belongs fails much later, or
+not at all. Each chapter therefore calls :func:`check_parameters` right after its imports. It reads the
+chapter's own ``parameters`` cell (the defaults) and the scales' parameter files
+(``notebooks/params/<scale>.yml``) and raises one :class:`ParameterError` listing
+
+* ``scale`` values outside ``smoke``, ``cpu``, ``paper``;
+* plain-data globals (numbers, strings, lists, dicts, None: what papermill can inject) that carry one
+  of the chapter's parameter prefixes (``celeba_``, ``toy_``, ...) but are not declared -- a
+  misspelling, with the closest declared name suggested;
+* values whose type is none of the types the default and the parameter files use for that name (an
+  ``int`` is accepted where a ``float`` is; ``None`` only where a default or a file uses it).
+
+Example (first cell after the imports of ``notebooks/04_celeba_kts.md``)::
+
+    check_parameters(globals(), "04_celeba_kts")
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from kpe_lib.runner import SCALES
+
+__all__ = ["ParameterError", "SCALES", "chapter_defaults", "allowed_types", "check_parameters"]
+
+_CELL = re.compile(r"```\{code-cell\}[^\n]*\n(?P<body>.*?)```", re.S)
+
+
+class ParameterError(ValueError):
+    """A chapter was given parameters it does not declare, or of the wrong type."""
+
+
+def _project_root(root: str | os.PathLike | None) -> Path:
+    if root is not None:
+        return Path(root)
+    from kpe_lib.reporting import resolve_path
+    return resolve_path(".")
+
+
+def chapter_defaults(chapter: str, root: str | os.PathLike | None = None) -> tuple[dict[str, Any], set[str]]:
+    """The defaults of the cell tagged ``parameters`` in ``notebooks/<chapter>.md``: name -> value, and
+    the names whose comment there mentions ``None`` (a documented value even where no file uses it).
+
+    Args:
+        chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
+        root: the project root (default: ``kpe_lib.reporting.resolve_path(".")``).
+    """
+    source = _project_root(root) / "notebooks" / f"{chapter}.md"
+    if not source.is_file():
+        raise ParameterError(f"chapter must name a source notebooks/<chapter>.md; {source} does not exist")
+    for match in _CELL.finditer(source.read_text(encoding="utf-8")):
+        body = match.group("body")
+        head = body.split("\n\n", 1)[0] if body.startswith(":tags:") else ""
+        if "parameters" not in head:
+            continue
+        code = body.split("\n\n", 1)[1] if "\n\n" in body else ""
+        defaults = {}
+        for node in ast.parse(code).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                defaults[node.targets[0].id] = ast.literal_eval(node.value)
+        return defaults, {n for n in defaults if re.search(rf"^{n}\s*=[^#\n]*#.*\bNone\b", code, re.M)}
+    raise ParameterError(f"{source} has no code cell tagged 'parameters'")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
+
+
+def allowed_types(chapter: str, root: str | os.PathLike | None = None) -> dict[str, set[str]]:
+    """Per declared name, the type names its default and every scale's parameter file use.
+
+    A name that is None everywhere (e.g. ``data_root``, which then falls back to ``KPE_DATA``) has no
+    knowable type and is left out: any value passes."""
+    root = _project_root(root)
+    defaults, none_ok = chapter_defaults(chapter, root)
+    allowed = {name: {_kind(v)} | ({"None"} if name in none_ok else set()) for name, v in defaults.items()}
+    for scale in SCALES:
+        path = root / "notebooks" / "params" / f"{scale}.yml"
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for name, value in (values or {}).items():
+            if name in allowed:
+                allowed[name].add(_kind(value))
+    for kinds in allowed.values():
+        if "float" in kinds:
+            kinds.add("int")
+    return {name: kinds for name, kinds in allowed.items() if kinds != {"None"}}
+
+
+def _prefixes(names: set[str]) -> set[str]:
+    """Prefixes shared by at least two declared names, e.g. ``{"celeba_"}``."""
+    heads = [n.split("_", 1)[0] + "_" for n in names if "_" in n]
+    return {h for h in set(heads) if heads.count(h) >= 2}
+
+
+def check_parameters(namespace: Mapping[str, Any], chapter: str, root: str | os.PathLike | None = None) -> None:
+    """Raise one :class:`ParameterError` listing every bad parameter in ``namespace`` (a chapter's globals).
+
+    Args:
+        namespace: the chapter's globals after the parameters (and papermill's injected) cell ran.
+        chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
+        root: the project root (default: ``kpe_lib.reporting.resolve_path(".")``).
+    """
+    allowed = allowed_types(chapter, root)
+    declared = set(chapter_defaults(chapter, root)[0])
+    problems = []
+    if "scale" in declared and namespace.get("scale") not in SCALES:
+        problems.append(f"scale must be one of {', '.join(SCALES)}, got {namespace.get('scale')!r}")
+    prefixes = _prefixes(declared)
+    for name in sorted(namespace):
+        value = namespace[name]
+        plain = value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
+        if plain and name not in declared and any(name.startswith(p) for p in prefixes):  # not imports
+            close = difflib.get_close_matches(name, sorted(declared), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown parameter {name!r}{hint}; the parameters cell of notebooks/{chapter}.md "
+                            "lists the declared ones")
+    for name, kinds in allowed.items():
+        if name in namespace and _kind(namespace[name]) not in kinds:
+            problems.append(f"{name} must be {' or '.join(sorted(kinds))} (as in the parameters cell and "
+                            f"notebooks/params/*.yml), got {_kind(namespace[name])} {namespace[name]!r}")
+    if problems:
+        raise ParameterError(f"bad parameters for {chapter}: " + "; ".join(problems))
