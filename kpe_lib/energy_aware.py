@@ -8,14 +8,22 @@ samples, and hence sample quality, alone.
 
 The rule, per sample ``i`` and evaluation time ``t``:
 
-* running late power ``P_i(t)``: the time-weighted mean of the raw power ``p_i = 1/2 ||v(x_i, t)||^2``
-  over the velocity evaluations made so far at times ``>= tau_split`` (trapezoid rule between
-  consecutive evaluation times; at the first late evaluation it is the current power). It uses the
-  unshaped field, so the signal does not depend on how much the sample was damped already;
-* switch ``s_i(t) = 1[P_i(t) > threshold]`` (``sharpness=None``) or the logistic
-  ``sigmoid(sharpness * log(P_i / threshold))``, in [0, 1];
+* running late power ``P_i(t)``: the time-weighted mean of the power ``p_i = 1/2 ||v(x_i, t)||^2`` of the
+  unshaped field over the late evaluations made before ``t`` (left rule between consecutive evaluation
+  times, from the first evaluation at or after ``tau_split``; at that first evaluation it is the current
+  power). For Euler this is the sampler's own energy sum, so a plain run gives the same numbers
+  (:func:`mean_late_power`);
+* switch ``s_i = 1[P_i > threshold]`` (``sharpness=None``) or the logistic
+  ``sigmoid(sharpness * log(P_i / threshold))``, in [0, 1]; either re-evaluated at every late evaluation
+  (``decide_at=None``) or **decided once** at the first evaluation at or after ``decide_at`` and frozen;
 * gain ``eta_i(t) = 1 + alpha(t)`` before ``tau_split`` (the KTS launch, the same for every sample) and
-  ``1 - s_i(t) beta(t)`` after it (a per-sample KTS landing).
+  ``1 - s_i beta(t)`` after it (a per-sample KTS landing; with ``decide_at`` the landing starts there).
+
+Why ``decide_at``: a damped path lags behind its schedule and the trained field pushes it harder, so its
+raw power *rises* under damping; a switch re-evaluated at every step then latches on for most paths (the
+CelebA chapter measured this). Deciding once, before any damping, keeps the signal clean: until
+``decide_at`` every path is the plain (launch-only) path, so the decision equals the plain run's
+``mean_late_power(..., until=decide_at)`` and the threshold calibrated on it damps the intended share.
 
 Since ``0 <= s_i <= 1``, ``eta_i >= 1 - beta(1) > 0`` whenever the fixed KTS with the same ``beta0`` is
 valid. With ``threshold = 0`` every late path is damped (the fixed KTS, up to the first late
@@ -25,7 +33,7 @@ evaluation); with ``threshold = inf`` none is.
 as a quantile of the per-sample mean late power of a plain flow-matching run.
 
 Example:
-    >>> landing = EnergyAwareLanding(threshold=800.0, beta0=0.05)
+    >>> landing = EnergyAwareLanding(threshold=800.0, kts=KTS(beta0=0.05))
     >>> out = sample_energy_aware(model, x0, landing, n_steps=100)     # doctest: +SKIP
     >>> out.result.x, out.damped.float().mean()                         # doctest: +SKIP
 """
@@ -52,42 +60,37 @@ class EnergyAwareLanding:
 
     Attributes:
         threshold: mean late power above which a trajectory is damped (>= 0, may be ``inf``).
-        beta0: landing strength of the damped trajectories, as in ``KTS`` (> 0).
-        alpha0: launch strength applied to every trajectory (>= 0), as in ``KTS``.
-        tau_split: phase boundary in (0, 1).
-        launch: launch form (``KTS`` launch forms).
-        landing: landing form (``KTS`` landing forms).
-        k: exponential rate of the forms.
+        kts: the gain a switched-on path follows (SPEC 3): its launch applies to every trajectory, its
+            landing (``beta0 > 0``) to the damped ones; its ``tau_split`` starts the late phase.
         sharpness: None for a hard switch, else the slope (> 0) of the logistic switch in
             ``log(P / threshold)``.
+        decide_at: None to re-evaluate the switch at every late evaluation, else a time in
+            (tau_split, 1) at which it is decided once and frozen (no landing before it).
     """
 
     threshold: float
-    beta0: float = 0.05
-    alpha0: float = 0.0
-    tau_split: float = 0.6
-    launch: str = "linear"
-    landing: str = "exponential"
-    k: float = 3.0
+    kts: KTS = KTS(beta0=0.05)
     sharpness: float | None = None
+    decide_at: float | None = None
 
     def __post_init__(self) -> None:
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or math.isnan(t) or t < 0:
             raise ValueError(f"threshold must be a number >= 0 (a mean late power; inf damps nothing), got {t!r}")
-        if isinstance(self.beta0, bool) or not isinstance(self.beta0, (int, float)) or not self.beta0 > 0:
-            raise ValueError(f"beta0 must be > 0 (the landing of the damped paths), got {self.beta0!r}")
+        if not isinstance(self.kts, KTS) or not self.kts.beta0 > 0:
+            raise ValueError(f"kts must be a KTS with beta0 > 0 (the landing of the damped paths), got {self.kts!r}")
         s = self.sharpness
         if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)
                               or s <= 0):
             raise ValueError(f"sharpness must be None (hard switch) or a finite number > 0, got {s!r}")
-        self.kts  # validates alpha0, tau_split, forms, k and that eta stays > 0
+        d = self.decide_at
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not self.tau_split < d < 1):
+            raise ValueError(f"decide_at must be None or a time in (tau_split, 1) = ({self.tau_split}, 1), got {d!r}")
 
     @property
-    def kts(self) -> KTS:
-        """The fixed KTS with the same forms: its gain is what a fully switched-on path follows."""
-        return KTS(alpha0=self.alpha0, beta0=self.beta0, tau_split=self.tau_split, launch=self.launch,
-                   landing=self.landing, k=self.k)
+    def tau_split(self) -> float:
+        """The phase boundary of ``kts``: the late energy is measured from here."""
+        return self.kts.tau_split
 
     def switch(self, power: torch.Tensor) -> torch.Tensor:
         """``s(P)`` in [0, 1] for mean late powers ``power`` (any shape), float64."""
@@ -104,14 +107,16 @@ class EnergyAwareLanding:
 class EnergyMonitor:
     """A velocity wrapper and a per-sample gain that share the running late energy (one sampling run).
 
-    ``sample`` calls ``monitor.velocity(x, t)`` and then ``monitor.gain(t)`` at every stage, so the gain
-    can read the power just measured. Use a fresh monitor per run (``sample_energy_aware`` does).
+    ``sample`` calls ``monitor.velocity(x, t)`` and then ``monitor.gain(t)`` at every stage: the wrapper
+    measures the power, the gain (which receives the exact stage time) updates the running energy and
+    the switch and returns ``eta_i``. Use a fresh monitor per run (``sample_energy_aware`` does).
 
     Attributes:
-        late_energy: (B,) integral of the raw power from the first late evaluation to the last one.
+        late_energy: (B,) left-rule integral of the raw power over the late evaluations before the last.
         mean_power: (B,) running mean late power ``P_i`` (0 before ``tau_split``).
-        switch: (B,) current switch values ``s_i`` (0 before ``tau_split``).
+        switch: (B,) current switch values ``s_i`` (0 before ``tau_split``, and before ``decide_at``).
         ever_on: (B,) bool, whether ``s_i > 0`` at any late evaluation so far.
+        decided_at: the evaluation time at which the switch was frozen (``decide_at`` rule), else None.
         times: evaluation times seen so far.
     """
 
@@ -126,47 +131,58 @@ class EnergyMonitor:
         self.mean_power: torch.Tensor | None = None
         self.switch: torch.Tensor | None = None
         self.ever_on: torch.Tensor | None = None
+        self.decided_at: float | None = None
+        self._pending: tuple[float, torch.Tensor] | None = None
         self._last_power: torch.Tensor | None = None
         self._late_start: float | None = None
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor | float, **extras: Any) -> torch.Tensor:
-        """Evaluate the wrapped field and update the running late energy; returns the raw velocity."""
+        """Evaluate the wrapped field and record its power; returns the raw velocity."""
         v = self._velocity(x, t, **extras)
         tt = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
-        if self.times and tt < self.times[-1]:
-            raise ValueError(f"evaluation times must not decrease within one run (got t = {tt} after "
-                             f"{self.times[-1]}); use a fresh EnergyMonitor for every sampling run")
-        power = 0.5 * v.detach().flatten(1).to(torch.float64).pow(2).sum(1)
+        self._pending = (tt, 0.5 * v.detach().flatten(1).to(torch.float64).pow(2).sum(1))
+        return v
+
+    def _update(self, t: float, power: torch.Tensor) -> None:
         if self.late_energy is None:
             self.late_energy = torch.zeros_like(power)
             self.mean_power = torch.zeros_like(power)
             self.switch = torch.zeros_like(power)
             self.ever_on = torch.zeros_like(power, dtype=torch.bool)
-        if tt >= self.landing.tau_split:
+        if t >= self.landing.tau_split:
             if self._late_start is None:
-                self._late_start = tt
+                self._late_start = t
                 self.mean_power = power.clone()
             else:
-                self.late_energy = self.late_energy + 0.5 * (tt - self.times[-1]) * (self._last_power + power)
-                width = tt - self._late_start
+                self.late_energy = self.late_energy + (t - self.times[-1]) * self._last_power
+                width = t - self._late_start
                 self.mean_power = self.late_energy / width if width > 0 else power.clone()
-            self.switch = self.landing.switch(self.mean_power)
+            decide = self.landing.decide_at
+            if decide is None:
+                self.switch = self.landing.switch(self.mean_power)
+            elif self.decided_at is None and t >= decide:
+                self.switch = self.landing.switch(self.mean_power)
+                self.decided_at = t
             self.ever_on = self.ever_on | (self.switch > 0)
-        self.times.append(tt)
+        self.times.append(t)
         self._last_power = power
-        return v
 
     def gain(self, t: torch.Tensor | float) -> torch.Tensor:
         """Per-sample ``eta_i(t)``, shape (B,) float64; must follow ``velocity`` at the same time."""
         tt = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
         # the sampler hands the velocity t in the state's dtype (float32 for images) and the gain the exact
-        # float, so the two agree only to the state's precision
-        if not self.times or abs(tt - self.times[-1]) > 1e-6 * max(1.0, abs(tt)):
+        # float, so the two agree only to the state's precision; the exact one is kept
+        if self._pending is None or abs(tt - self._pending[0]) > 1e-6 * max(1.0, abs(tt)):
             raise ValueError(f"gain(t = {tt}) must follow a velocity evaluation at the same time "
-                             f"(last evaluation: {self.times[-1] if self.times else 'none'})")
+                             f"(last evaluation: {self._pending[0] if self._pending else 'none'})")
+        if self.times and tt < self.times[-1]:
+            raise ValueError(f"evaluation times must not decrease within one run (got t = {tt} after "
+                             f"{self.times[-1]}); use a fresh EnergyMonitor for every sampling run")
+        self._update(tt, self._pending[1])
+        self._pending = None
         tensor_t = torch.tensor(tt, dtype=torch.float64)
         if tt < self.landing.tau_split:
-            eta = 1.0 + float(self._kts.alpha(tensor_t)) if self.landing.alpha0 else 1.0
+            eta = 1.0 + float(self._kts.alpha(tensor_t)) if self._kts.alpha0 else 1.0
             return torch.full_like(self.switch, eta)
         return 1.0 - self.switch * float(self._kts.beta(tensor_t))
 
@@ -215,35 +231,41 @@ def sample_energy_aware(velocity: Velocity, x0: torch.Tensor, landing: EnergyAwa
                              ever_damped=monitor.ever_on.clone(), mean_late_power=monitor.mean_power.clone(), landing=landing)
 
 
-def mean_late_power(result: SampleResult, tau_split: float | None = None) -> torch.Tensor:
+def mean_late_power(result: SampleResult, tau_split: float | None = None, until: float | None = None
+                    ) -> torch.Tensor:
     """Per-sample time-weighted mean of the raw late power of a finished run, (B,) float64.
 
-    ``sum_{t_i >= tau} dt_i e_raw[i] / sum_{t_i >= tau} dt_i`` with the run's own quadrature
-    (``SampleResult.energy_raw``); for a plain run this is ``kpe_late / (1 - t_first_late)``.
+    ``sum_i dt_i e_raw[i] / sum_i dt_i`` over the steps with ``tau <= t_i < until`` (``until`` None: to the
+    end), with the run's own quadrature (``energy_raw``); for a plain Euler run this is exactly the
+    running mean ``P_i`` an :class:`EnergyMonitor` sees at the first evaluation at or after ``until``.
 
     Args:
         result: a ``SampleResult``, or any record with ``energy_raw`` (N, B), ``grid`` (N + 1,) and
             ``tau_split`` (e.g. ``kpe_lib.kts_benchmark.ConfigEval``).
         tau_split: the boundary (default: the run's own).
+        until: end of the window (exclusive), or None.
     """
     if getattr(result, "energy_raw", None) is None:
         raise ValueError("result has no energy profile: sample with track_energy=True")
     tau = result.tau_split if tau_split is None else float(tau_split)
     grid = result.grid.to(torch.float64)
     late = grid[:-1] >= tau
+    if until is not None:
+        late &= grid[:-1] < float(until)
     if not bool(late.any()):
-        raise ValueError(f"no step of the grid starts at or after tau_split = {tau}")
+        raise ValueError(f"no step of the grid starts in [tau_split, until) = [{tau}, {until})")
     dts = (grid[1:] - grid[:-1])[late].to(result.energy_raw.device)
     e = result.energy_raw[late].to(torch.float64)
     return (dts[:, None] * e).sum(0).cpu() / float(dts.sum())
 
 
-def late_power_threshold(result: SampleResult, quantile: float, tau_split: float | None = None) -> float:
+def late_power_threshold(result: SampleResult, quantile: float, tau_split: float | None = None,
+                         until: float | None = None) -> float:
     """Calibrate ``threshold``: the ``quantile`` of :func:`mean_late_power` over a (plain) run's samples
-    (``result`` as for :func:`mean_late_power`).
+    (``result`` and ``until`` as for :func:`mean_late_power`; pass ``until=decide_at`` for a decided switch).
 
     With ``quantile = q`` roughly the top ``1 - q`` fraction of paths by late energy gets damped.
     """
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be a number in [0, 1], got {quantile!r}")
-    return float(torch.quantile(mean_late_power(result, tau_split), float(quantile)))
+    return float(torch.quantile(mean_late_power(result, tau_split, until), float(quantile)))

@@ -6,7 +6,7 @@ KTS variants of the paper's CelebA table and ablations (SPEC 6), and the energy-
 configurations are paired: :func:`paired_fmem_change` bootstraps the change of F_mem over the samples.
 
 Example:
-    >>> spec = SamplerSpec("balanced", alpha0=0.01, beta0=0.01)
+    >>> spec = SamplerSpec("balanced", KTS(alpha0=0.01, beta0=0.01))
     >>> ev = run_config(model, x0, spec, train)                     # doctest: +SKIP
     >>> ev.memorization.value, ev.kpe.mean()                         # doctest: +SKIP
 """
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
-from kpe_lib.metrics import (BootstrapResult, FeatureStats, MemorizationResult, bootstrap_ci, inception_features,
-                             memorization_fraction)
+from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
+                             inception_features, memorization_fraction)
 from kpe_lib.sampling import sample
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
@@ -31,7 +31,7 @@ from kpe_lib.solvers import SOLVERS
 Velocity = Callable[..., torch.Tensor]
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
-           "frechet_to_reference", "pareto_mask", "summary_row"]
+           "paired_fid_change", "pareto_mask", "summary_row", "subset"]
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,25 @@ class SamplerSpec:
 
     Attributes:
         name: label used in tables and figures.
-        alpha0, beta0, tau_split, launch, landing, k: the KTS gain (SPEC 3); ``alpha0 = beta0 = 0`` is FM.
+        kts: the KTS gain (SPEC 3); the default ``KTS()`` is plain FM.
         solver: ``"euler"`` or ``"midpoint"`` (any of ``kpe_lib.solvers.SOLVERS``).
         nfe: velocity evaluations per sample; the step count is ``nfe / stages`` (**[choice]**: the paper's
             "NFE" is read literally, so a two-stage solver takes half as many steps at equal cost).
         grid_kind: ``"uniform"`` or ``"cosine"``.
         threshold: None for the fixed KTS; else the mean-late-power threshold of the energy-aware landing
-            (``kpe_lib.energy_aware``), which then damps only the paths above it with this ``beta0``.
+            (``kpe_lib.energy_aware``), which then damps only the paths above it with ``kts``'s landing.
+        decide_at: for the energy-aware landing, the time its switch is decided once (None: re-evaluated
+            at every late evaluation).
         group: free label of the experiment the configuration belongs to (``"main"``, ``"tau"``, ...).
     """
 
     name: str
-    alpha0: float = 0.0
-    beta0: float = 0.0
-    tau_split: float = 0.6
-    launch: str = "linear"
-    landing: str = "exponential"
-    k: float = 3.0
+    kts: KTS = KTS()
     solver: str = "euler"
     nfe: int = 100
     grid_kind: str = "uniform"
     threshold: float | None = None
+    decide_at: float | None = None
     group: str = "main"
 
     def __post_init__(self) -> None:
@@ -72,9 +70,12 @@ class SamplerSpec:
         if isinstance(self.nfe, bool) or not isinstance(self.nfe, int) or self.nfe < stages or self.nfe % stages:
             raise ValueError(f"nfe must be a positive multiple of the {self.solver} solver's {stages} stage(s), "
                              f"got {self.nfe!r}")
-        self.kts  # validates the gain
+        if not isinstance(self.kts, KTS):
+            raise ValueError(f"kts must be a KTS gain, got {type(self.kts).__name__}")
         if self.threshold is not None:
             self.landing_rule  # validates the energy-aware settings
+        elif self.decide_at is not None:
+            raise ValueError("decide_at needs a threshold (it belongs to the energy-aware landing)")
 
     @property
     def n_steps(self) -> int:
@@ -82,10 +83,9 @@ class SamplerSpec:
         return self.nfe // SOLVERS[self.solver].stages
 
     @property
-    def kts(self) -> KTS:
-        """The fixed KTS gain of this configuration (identity for FM)."""
-        return KTS(alpha0=self.alpha0, beta0=self.beta0, tau_split=self.tau_split, launch=self.launch,
-                   landing=self.landing, k=self.k)
+    def tau_split(self) -> float:
+        """The phase boundary of the gain (splits KPE into early and late)."""
+        return self.kts.tau_split
 
     @property
     def is_energy_aware(self) -> bool:
@@ -96,8 +96,7 @@ class SamplerSpec:
         """The energy-aware landing (only when ``threshold`` is set)."""
         if self.threshold is None:
             raise ValueError(f"configuration {self.name!r} has no threshold: it is a fixed KTS")
-        return EnergyAwareLanding(threshold=self.threshold, beta0=self.beta0, alpha0=self.alpha0,
-                                  tau_split=self.tau_split, launch=self.launch, landing=self.landing, k=self.k)
+        return EnergyAwareLanding(threshold=self.threshold, kts=self.kts, decide_at=self.decide_at)
 
     def describe(self) -> dict[str, Any]:
         """The fields as a plain dict (for tables and the results protocol)."""
@@ -121,6 +120,7 @@ class ConfigEval:
         seconds: wall time of sampling and F_mem.
         damped: (B,) bool for an energy-aware configuration (switch on at the end), else None.
         fid: FID once computed (:func:`fid_of_images`), else None.
+        features: (B, 2048) Inception features of the samples once computed, else None.
     """
 
     spec: SamplerSpec
@@ -137,6 +137,7 @@ class ConfigEval:
     seconds: float
     damped: torch.Tensor | None = None
     fid: float | None = None
+    features: torch.Tensor | None = None
 
 
 def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: torch.Tensor, *,
@@ -173,6 +174,21 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
                       seconds=time.perf_counter() - start, damped=damped)
 
 
+def subset(ev: ConfigEval, n: int, train: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> ConfigEval:
+    """The first ``n`` samples of an evaluation (F_mem recomputed on them), e.g. to reuse a run of the
+    shared noise in an ablation that uses only its first ``n`` samples. Per-sample paths do not depend on
+    the batch, so this equals running those samples alone (up to the batch-size dependence of float
+    rounding in the model)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= ev.samples.shape[0]:
+        raise ValueError(f"n must be an integer in [1, {ev.samples.shape[0]}], got {n!r}")
+    samples = ev.samples[:n]
+    mem = memorization_fraction(samples, train.detach().cpu(), n_boot=n_boot, seed=seed)
+    return dataclasses.replace(
+        ev, samples=samples, memorization=mem, kpe=ev.kpe[:n], kpe_early=ev.kpe_early[:n], kpe_late=ev.kpe_late[:n],
+        energy=ev.energy[:, :n], energy_raw=ev.energy_raw[:, :n],
+        damped=None if ev.damped is None else ev.damped[:n], fid=None, features=None)
+
+
 def paired_fmem_change(base: MemorizationResult, other: MemorizationResult, n_boot: int = 1000,
                        seed: int = 0) -> BootstrapResult:
     """Change of F_mem, ``other - base``, bootstrapped over the paired samples (same noise in both).
@@ -194,39 +210,40 @@ def to_unit_range(samples: torch.Tensor, mean: float | torch.Tensor) -> torch.Te
     return (samples + m).clamp(0.0, 1.0)
 
 
-def frechet_to_reference(reference: FeatureStats, features: torch.Tensor | np.ndarray) -> float:
-    """Frechet distance between the reference Gaussian and the Gaussian of a feature set, exactly, in
-    O(m D^2 + m^3) for m features of dimension D.
+def paired_fid_change(reference: FrechetReference, base: torch.Tensor | np.ndarray,
+                      other: torch.Tensor | np.ndarray, n_boot: int = 200, seed: int = 0) -> BootstrapResult:
+    """FID(other) - FID(base), bootstrapped by resampling the same sample indices in both sets.
 
-    With ``S2 = A^T A``, ``A = (F - mean) / sqrt(m - 1)`` (m x D), the nonzero eigenvalues of
-    ``S1^(1/2) S2 S1^(1/2)`` equal those of the m x m matrix ``A S1 A^T``, so
-    ``tr((S1 S2)^(1/2)) = sum sqrt(eig(A S1 A^T))`` needs no D x D square root. For the few dozen
-    generated images per configuration here that is ~100x cheaper than two 2048 x 2048 eigen-
-    decompositions, and equal to ``kpe_lib.metrics.frechet_distance`` up to rounding.
+    The two feature sets must come from the same noise, row for row (paired). Resampling with repeats
+    inflates each FID a little, but alike for both, so the interval of the difference is what to read.
     """
-    f = torch.as_tensor(features).to(torch.float64).cpu().numpy()
-    if f.ndim != 2 or f.shape[0] < 2 or f.shape[1] != reference.mu.shape[0]:
-        raise ValueError(f"features must be (m, {reference.mu.shape[0]}) with m >= 2, got {f.shape}")
-    mu2 = f.mean(0)
-    a = (f - mu2) / np.sqrt(f.shape[0] - 1)
-    s1 = np.asarray(reference.sigma, np.float64)
-    m = a @ s1 @ a.T
-    lam = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
-    diff = np.asarray(reference.mu, np.float64) - mu2
-    return float(diff @ diff + np.trace(s1) + (a * a).sum() - 2.0 * tr_covmean)
+    (fa, ga), (fb, gb) = reference.project(base), reference.project(other)
+    if fa.shape != fb.shape:
+        raise ValueError(f"base and other must be paired feature sets of the same shape, got {fa.shape}, {fb.shape}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    value = reference.fid_projected(fb, gb) - reference.fid_projected(fa, ga)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, fa.shape[0], fa.shape[0])
+        reps.append(reference.fid_projected(fb, gb, idx) - reference.fid_projected(fa, ga, idx))
+    reps = np.asarray(reps)
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return BootstrapResult(value=float(value), stderr=float(reps.std(ddof=1)), ci=(float(lo), float(hi)),
+                           level=0.95, n_boot=n_boot)
 
 
-def fid_of_images(images01: torch.Tensor, reference: FeatureStats, batch_size: int = 50,
-                  device: str = "cpu") -> float:
-    """FID of images in [0, 1] against precomputed reference statistics (one Inception pass).
+def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int = 50,
+                  device: str = "cpu") -> tuple[float, torch.Tensor]:
+    """FID of images in [0, 1] against the reference, and their Inception features (one pass).
 
-    The protocol is ``kpe_lib.metrics.fid``'s (TF-Inception pool_3, bilinear to 299, SPEC 5), with the
-    Frechet distance computed by :func:`frechet_to_reference`; the caller states the counts, solver and
-    NFE beside the number.
+    The protocol is ``kpe_lib.metrics.fid``'s (TF-Inception pool_3, bilinear to 299, SPEC 5), the Frechet
+    distance computed exactly by :meth:`kpe_lib.metrics.FrechetReference.fid`; the caller states the counts,
+    solver and NFE beside the number. Keep the features for :func:`paired_fid_change`.
     """
     feats = inception_features(images01, batch_size=batch_size, device=device, progress=False)
-    return frechet_to_reference(reference, feats)
+    return reference.fid(feats), feats
 
 
 def pareto_mask(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -252,8 +269,8 @@ def summary_row(ev: ConfigEval, base: ConfigEval | None = None, n_boot: int = 10
     mean KPE total/early/late, FID (None when not computed)."""
     s, m = ev.spec, ev.memorization
     row: dict[str, Any] = {
-        "config": s.name, "group": s.group, "alpha0": s.alpha0, "beta0": s.beta0, "tau_split": s.tau_split,
-        "launch": s.launch, "landing": s.landing, "solver": s.solver, "nfe": s.nfe, "grid": s.grid_kind,
+        "config": s.name, "group": s.group, "alpha0": s.kts.alpha0, "beta0": s.kts.beta0,
+        "tau_split": s.kts.tau_split, "launch": s.kts.launch, "landing": s.kts.landing, "solver": s.solver, "nfe": s.nfe, "grid": s.grid_kind,
         "energy_aware": s.is_energy_aware,
         "fmem_pct": 100 * m.value, "fmem_se_pct": 100 * m.stderr,
         "fmem_ci_lo_pct": 100 * m.ci95[0], "fmem_ci_hi_pct": 100 * m.ci95[1],

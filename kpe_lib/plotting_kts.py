@@ -42,7 +42,7 @@ def fmem_steps_plot(steps: Sequence[int], fmem_pct: Sequence[float], ci_pct: Seq
                 label=r"$F_{mem}$ (FM, 95% bootstrap interval)")
     ax.set_xlabel("training steps")
     ax.set_ylabel(r"$F_{mem}$ (%)")
-    ax.set_ylim(bottom=min(0.0, float(ci[:, 0].min()) - 2))
+    ax.set_ylim(-2.0, max(10.0, float(ci[:, 1].max()) + 5.0))
     if losses is not None and len(losses):
         loss = np.asarray(losses, float)
         w = max(1, min(smooth, loss.size))
@@ -97,8 +97,12 @@ def pareto_plot(fid: Sequence[float], fmem_pct: Sequence[float], labels: Sequenc
 
 def form_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], ax: Axes | None = None,
                  fmt: str = ".1f", title: str | None = None, cmap: str = "RdBu_r", center: float | None = 0.0,
-                 row_label: str = "launch form", col_label: str = "landing form") -> Axes:
-    """A launch x landing table of numbers as an annotated heat map (e.g. the F_mem change in points)."""
+                 row_label: str = "launch form", col_label: str = "landing form", min_span: float = 1.0) -> Axes:
+    """A launch x landing table of numbers as an annotated heat map (e.g. the F_mem change in points).
+
+    With ``center`` set, the colour scale is symmetric about it and spans at least ``min_span`` either way
+    (so that a table of zeros is not coloured by rounding noise).
+    """
     from matplotlib.colors import TwoSlopeNorm
 
     v = np.asarray(values, float)
@@ -109,7 +113,7 @@ def form_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], a
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     norm = None
     if center is not None:
-        span = max(abs(lo - center), abs(hi - center), 1e-12)
+        span = max(abs(lo - center), abs(hi - center), min_span)
         norm = TwoSlopeNorm(vcenter=center, vmin=center - span, vmax=center + span)
     im = ax.imshow(v, cmap=cmap, norm=norm, aspect="auto")
     for i in range(v.shape[0]):

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from kpe_lib.kts_benchmark import (SamplerSpec, frechet_to_reference, paired_fmem_change, pareto_mask, run_config,
+from kpe_lib import KTS
+from kpe_lib.kts_benchmark import (SamplerSpec, paired_fid_change, paired_fmem_change, pareto_mask, run_config, subset,
                                    summary_row, to_unit_range)
-from kpe_lib.metrics import feature_statistics, frechet_distance, memorization_fraction
+from kpe_lib.metrics import FrechetReference, feature_statistics, frechet_distance, memorization_fraction
 
 F64 = torch.float64
 
@@ -38,10 +39,13 @@ def test_spec_steps_and_validation():
     with pytest.raises(ValueError, match="solver"):
         SamplerSpec("x", solver="leapfrog")
     with pytest.raises(ValueError, match="beta0"):
-        SamplerSpec("x", beta0=0.1)  # eta(1) = 1 - 0.1 * 19.09 < 0
+        SamplerSpec("x", KTS(beta0=0.1))  # eta(1) = 1 - 0.1 * 19.09 < 0
     with pytest.raises(ValueError, match="no threshold"):
         SamplerSpec("fm").landing_rule
-    assert SamplerSpec("ea", beta0=0.05, threshold=3.0).landing_rule.threshold == 3.0
+    assert SamplerSpec("ea", KTS(beta0=0.05), threshold=3.0).landing_rule.threshold == 3.0
+    assert SamplerSpec("ea", KTS(beta0=0.05), threshold=3.0, decide_at=0.8).landing_rule.decide_at == 0.8
+    with pytest.raises(ValueError, match="decide_at"):
+        SamplerSpec("x", KTS(beta0=0.05), decide_at=0.8)
 
 
 def test_fm_on_the_attractor_memorises_everything_and_kpe_is_exact(setting):
@@ -59,7 +63,7 @@ def test_fm_on_the_attractor_memorises_everything_and_kpe_is_exact(setting):
 def test_landing_leaves_a_known_residual(setting):
     train, x0, v, targets = setting
     # Euler with gain eta_i: x_{i+1} - a = (x_i - a)(1 - eta_i dt / (1 - t_i)); the product is the residual
-    spec = SamplerSpec("land", beta0=0.05, nfe=10)
+    spec = SamplerSpec("land", KTS(beta0=0.05), nfe=10)
     ev = run_config(v, x0, spec, train, n_boot=50)
     grid = torch.linspace(0, 1, 11, dtype=F64)
     factor = 1.0
@@ -74,7 +78,7 @@ def test_landing_leaves_a_known_residual(setting):
 def test_paired_change_is_the_mean_difference(setting):
     train, x0, v, targets = setting
     fm = run_config(v, x0, SamplerSpec("fm", nfe=10), train, n_boot=50)
-    land = run_config(v, x0, SamplerSpec("land", beta0=0.05, nfe=10), train, n_boot=50)
+    land = run_config(v, x0, SamplerSpec("land", KTS(beta0=0.05), nfe=10), train, n_boot=50)
     d = paired_fmem_change(fm.memorization, land.memorization, n_boot=200)
     expect = float((land.memorization.memorized.double() - fm.memorization.memorized.double()).mean())
     assert d.value == pytest.approx(expect, abs=1e-15)
@@ -89,11 +93,11 @@ def test_paired_change_is_the_mean_difference(setting):
 
 def test_energy_aware_spec_runs_and_reports_damped(setting):
     train, x0, v, targets = setting
-    never = run_config(v, x0, SamplerSpec("ea", beta0=0.05, threshold=float("inf"), nfe=10), train, n_boot=20)
+    never = run_config(v, x0, SamplerSpec("ea", KTS(beta0=0.05), threshold=float("inf"), nfe=10), train, n_boot=20)
     fm = run_config(v, x0, SamplerSpec("fm", nfe=10), train, n_boot=20)
     assert torch.equal(never.samples, fm.samples) and not bool(never.damped.any())
-    always = run_config(v, x0, SamplerSpec("ea", beta0=0.05, threshold=0.0, nfe=10), train, n_boot=20)
-    fixed = run_config(v, x0, SamplerSpec("land", beta0=0.05, nfe=10), train, n_boot=20)
+    always = run_config(v, x0, SamplerSpec("ea", KTS(beta0=0.05), threshold=0.0, nfe=10), train, n_boot=20)
+    fixed = run_config(v, x0, SamplerSpec("land", KTS(beta0=0.05), nfe=10), train, n_boot=20)
     assert bool(always.damped.all()) and torch.allclose(always.samples, fixed.samples, atol=1e-12)
     assert summary_row(always)["damped_pct"] == 100.0
 
@@ -119,15 +123,59 @@ def test_unit_range():
 
 
 @pytest.mark.parametrize("m", [5, 40, 90])
-def test_low_rank_frechet_equals_the_full_formula(m):
+def test_frechet_reference_equals_the_full_formula(m):
     rng = np.random.default_rng(m)
-    d = 60
+    d = 60  # m < D and m > D
     ref_feats = rng.normal(size=(200, d)) @ rng.normal(size=(d, d)) / 4
     fake = rng.normal(size=(m, d)) * 1.3 + 0.5
     ref = feature_statistics(torch.from_numpy(ref_feats))
     fs = feature_statistics(torch.from_numpy(fake))
-    full = frechet_distance(ref.mu, ref.sigma, fs.mu, fs.sigma)
-    assert frechet_to_reference(ref, fake) == pytest.approx(full, rel=1e-6)  # eigh rounding of S1^(1/2)
-    assert abs(frechet_to_reference(ref, ref_feats)) < 1e-6 * float(np.trace(ref.sigma))  # a set against itself (rounding ~ sqrt(eps))
+    r = FrechetReference.from_stats(ref)
+    assert r.fid(fake) == pytest.approx(frechet_distance(ref.mu, ref.sigma, fs.mu, fs.sigma), rel=1e-6)
+    assert r.fid(fake) == pytest.approx(frechet_distance(ref.mu, ref.sigma, fs.mu, fs.sigma, method="sqrtm"), rel=1e-6)
+    assert abs(r.fid(ref_feats)) < 1e-6 * float(np.trace(ref.sigma))  # a set against itself (rounding ~ sqrt(eps))
+    idx = rng.integers(0, m, m)  # a resample is the FID of the repeated rows
+    assert r.fid(fake, idx) == pytest.approx(r.fid(fake[idx]), rel=1e-9)
+    with pytest.raises(ValueError, match=r"features must be \(m, 60\)"):
+        r.fid(fake[:, :10])
+
+
+def test_fid_reference_and_paired_fid_bootstrap():
+    rng = np.random.default_rng(1)
+    d = 30
+    ref = feature_statistics(torch.from_numpy(rng.normal(size=(300, d)) @ rng.normal(size=(d, d)) / 5))
+    r = FrechetReference.from_stats(ref)
+    a = rng.normal(size=(25, d))
+    b = a * 1.5 + 0.3  # paired: the same rows, transformed
+    fa = frechet_distance(ref.mu, ref.sigma, *(lambda s: (s.mu, s.sigma))(feature_statistics(torch.from_numpy(a))))
+    assert r.fid(a) == pytest.approx(fa, rel=1e-6)
+    d_ab = paired_fid_change(r, a, b, n_boot=50, seed=3)
+    assert d_ab.value == pytest.approx(r.fid(b) - r.fid(a), rel=1e-12)
+    assert d_ab.stderr > 0 and d_ab.ci[0] < d_ab.ci[1] and d_ab.value > 0  # b is further from the reference
+    same = paired_fid_change(r, a, a, n_boot=20)
+    assert same.value == 0.0 and same.ci == (0.0, 0.0)  # identical sets: every replicate differs by exactly 0
+    with pytest.raises(ValueError, match="paired"):
+        paired_fid_change(r, a, b[:10])
+
+
+def test_subset_equals_running_the_first_samples(setting):
+    train, x0, v, targets = setting
+    spec = SamplerSpec("land", KTS(beta0=0.02), nfe=10)
+    full = run_config(v, x0, spec, train, n_boot=30)
+    part = subset(full, 4, train, n_boot=30)
+    alone = run_config(attractor(train, targets[:4]), x0[:4], spec, train, n_boot=30)
+    assert torch.allclose(part.samples, alone.samples, atol=1e-12)
+    assert torch.allclose(part.kpe, alone.kpe, rtol=1e-12) and part.energy.shape == (10, 4)
+    assert part.memorization.value == alone.memorization.value
     with pytest.raises(ValueError):
-        frechet_to_reference(ref, fake[:, :10])
+        subset(full, 11, train)
+
+
+def test_spec_holds_one_kts_gain():
+    gain = KTS(0.01, 0.01, tau_split=0.4, launch="constant")
+    spec = SamplerSpec("b", gain, solver="midpoint", nfe=50)
+    assert spec.kts is gain and spec.tau_split == 0.4 and spec.n_steps == 25
+    assert spec.describe()["kts"] == {"alpha0": 0.01, "beta0": 0.01, "tau_split": 0.4, "launch": "constant",
+                                      "landing": "exponential", "k": 3.0}
+    with pytest.raises(ValueError, match="kts must be a KTS gain"):
+        SamplerSpec("b", (0.01, 0.01))
