@@ -14,7 +14,7 @@ from matplotlib.patches import Rectangle
 
 from kpe_lib.plotting import GROUP_COLORS, make_grid
 
-__all__ = ["fmem_steps_plot", "pareto_plot", "form_heatmap", "paired_bars", "neighbor_pairs"]
+__all__ = ["fmem_steps_plot", "pareto_plot", "place_labels", "form_heatmap", "paired_bars", "neighbor_pairs"]
 
 
 def _ax(ax: Axes | None) -> Axes:
@@ -60,6 +60,43 @@ def fmem_steps_plot(steps: Sequence[int], fmem_pct: Sequence[float], ci_pct: Seq
     return ax
 
 
+_LABEL_OFFSETS = ((4, 3, "left"), (4, -11, "left"), (-4, 3, "right"), (-4, -11, "right"), (4, 13, "left"),
+                  (4, -21, "left"), (-4, 13, "right"), (-4, -21, "right"))
+
+
+def place_labels(ax: Axes, x: np.ndarray, y: np.ndarray, labels: Sequence[str], fontsize: float = 7) -> list:
+    """Annotate points with their labels, moving each to the first of a few offsets where it overlaps no
+    label placed before it (greedy, left to right; text extents estimated from the font size).
+
+    Returns:
+        The annotations, in the order of ``labels`` (None for a non-finite point).
+    """
+    ax.autoscale_view()
+    finite = np.isfinite(x) & np.isfinite(y)
+    pts = ax.transData.transform(np.column_stack([np.where(finite, x, 0.0), np.where(finite, y, 0.0)]))
+    px = ax.figure.dpi / 72.0                      # display pixels per point
+    char_w, height = 0.62 * fontsize * px, 1.25 * fontsize * px
+    placed: list[tuple[float, float, float, float]] = []
+    out: list = [None] * len(labels)
+    for i in np.argsort(np.where(finite, x, np.inf), kind="stable"):
+        if not finite[i]:
+            continue
+        width = len(str(labels[i])) * char_w
+        choice = _LABEL_OFFSETS[0]
+        for dx, dy, ha in _LABEL_OFFSETS:
+            left = pts[i, 0] + dx * px - (width if ha == "right" else 0.0)
+            box = (left, pts[i, 1] + dy * px, left + width, pts[i, 1] + dy * px + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                choice = (dx, dy, ha)
+                break
+        dx, dy, ha = choice
+        left = pts[i, 0] + dx * px - (width if ha == "right" else 0.0)
+        placed.append((left, pts[i, 1] + dy * px, left + width, pts[i, 1] + dy * px + height))
+        out[i] = ax.annotate(str(labels[i]), (x[i], y[i]), textcoords="offset points", xytext=(dx, dy), ha=ha,
+                             va="bottom", fontsize=fontsize, alpha=0.8)
+    return out
+
+
 def pareto_plot(fid: Sequence[float], fmem_pct: Sequence[float], labels: Sequence[str], groups: Sequence[str],
                 front: Sequence[bool] | None = None, fmem_err: Sequence[float] | None = None, ax: Axes | None = None,
                 annotate: bool = True) -> Axes:
@@ -82,9 +119,7 @@ def pareto_plot(fid: Sequence[float], fmem_pct: Sequence[float], labels: Sequenc
         err = None if fmem_err is None else np.asarray(fmem_err, float)[m]
         ax.errorbar(x[m], y[m], yerr=err, fmt="o", ms=5, capsize=2, alpha=0.85, color=palette(j % 10), label=g)
     if annotate:
-        for xi, yi, lab in zip(x, y, labels):
-            if np.isfinite(xi) and np.isfinite(yi):
-                ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7, alpha=0.8)
+        place_labels(ax, x, y, labels)
     if front is not None:
         f = np.asarray(front, bool)
         order = np.argsort(x[f])

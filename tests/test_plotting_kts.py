@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kpe_lib.plotting_kts import fmem_steps_plot, form_heatmap, neighbor_pairs, paired_bars, pareto_plot  # noqa: E402
+from kpe_lib.plotting_kts import (fmem_steps_plot, form_heatmap, neighbor_pairs, paired_bars,  # noqa: E402
+                                  pareto_plot, place_labels)
 
 
 def test_fmem_steps_plot_draws_points_and_loss():
@@ -26,6 +27,24 @@ def test_pareto_plot_joins_the_front_in_fid_order():
     assert front_line.get_xdata().tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError):
         pareto_plot([1.0], [1.0, 2.0], ["a"], ["g"])
+    plt.close("all")
+
+
+def test_labels_of_nearby_points_do_not_overlap():
+    # the chapter's worst case: two configurations at almost the same place, plus a long label beside them
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    x = np.array([240.6, 248.7, 259.9, 316.9, 315.8, 322.5, 349.6, np.nan])
+    y = np.array([21.9, 21.9, 18.8, 6.25, 6.25, 0.0, 0.0, 3.0])
+    labels = ["launch only", "FM", "tau=0.8", "landing only", "tau=0.2", "EA b=0.05 q=0.5 continuous",
+              "landing 0.05", "missing"]
+    ax.plot(x, y, "o")
+    notes = place_labels(ax, x, y, labels)
+    assert notes[-1] is None and all(n is not None for n in notes[:-1])
+    fig.canvas.draw()
+    boxes = [n.get_window_extent() for n in notes[:-1]]
+    overlaps = [(labels[i], labels[j]) for i in range(len(boxes)) for j in range(i)
+                if boxes[i].overlaps(boxes[j])]
+    assert not overlaps, overlaps
     plt.close("all")
 
 
