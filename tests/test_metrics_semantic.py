@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-import kpe_lib.metrics.semantic as semantic
-from kpe_lib.metrics import ClipScorer, clip_scores_from_embeddings, semantic_scores
+from kpe_lib.metrics import clip_scores_from_embeddings, semantic_scores
 
 
 def test_classifier_score_and_margin_by_hand():
@@ -45,15 +44,3 @@ def test_clip_score_and_margin_from_embeddings_by_hand():
     assert res.backend == "clip"
     with pytest.raises(ValueError, match="share E"):
         clip_scores_from_embeddings(torch.zeros(2, 3), torch.zeros(3, 2), torch.tensor([0, 1]))
-
-
-def test_clip_backend_loads_local_files_only_and_explains_missing_packages(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="local files only"):
-        ClipScorer(tmp_path / "missing", ["cat", "dog"])
-    monkeypatch.setattr(semantic, "_has", lambda name: False)
-    with pytest.raises(ImportError, match="transformers"):
-        ClipScorer(tmp_path, ["cat", "dog"])
-    ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"")
-    with pytest.raises(ImportError, match="open_clip_torch"):
-        ClipScorer(ckpt, ["cat", "dog"])

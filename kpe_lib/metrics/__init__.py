@@ -13,12 +13,12 @@ from kpe_lib.metrics.fid import (FeatureStats, FIDResult, FrechetReference, PRRe
                                  precision_recall, reference_statistics)
 from kpe_lib.metrics.memorization import MemorizationResult, gap_ratio, memorization_fraction
 from kpe_lib.metrics.neighbors import NeighborResult, nearest_neighbors, squared_distances
-from kpe_lib.metrics.semantic import ClipScorer, SemanticResult, clip_scores_from_embeddings, semantic_scores
+from kpe_lib.metrics.semantic import SemanticResult, clip_scores_from_embeddings, semantic_scores
 from kpe_lib.metrics.stats import BootstrapResult, SpearmanResult, bootstrap_ci, spearman_with_ci
 from kpe_lib.metrics.support import SupportResult, kde_bandwidth, kde_support, knn_support
 
 __all__ = [
-    "AutoencoderFeatures", "BootstrapResult", "ClassifierFeatures", "ClipScorer", "FEATURE_SPACES", "FIDResult",
+    "AutoencoderFeatures", "BootstrapResult", "ClassifierFeatures", "FEATURE_SPACES", "FIDResult",
     "FeatureSpace", "FeatureStats", "FrechetReference", "HOGFeatures", "InceptionFeatures", "MemorizationResult", "NeighborResult",
     "PCAFeatures", "PRResult", "PixelFeatures", "ReferenceStats", "SemanticResult", "SpearmanResult", "SupportResult",
     "bootstrap_ci", "clip_scores_from_embeddings", "feature_space", "feature_statistics", "fid", "frechet_distance",

@@ -5,25 +5,17 @@ The paper compares low- and high-KPE groups by CLIP score (``100 * cos(image, te
 available, a classifier trained on the same data gives the analogue: score ``log p(y | x)``, margin
 ``logit_y - max_{k != y} logit_k``. Each result names its backend, so a table can say which one it shows.
 
-The CLIP backend loads weights from a LOCAL path only (open_clip or transformers, whichever is installed);
-nothing is downloaded.
+This module holds the scoring math; the CLIP encoders themselves (local weights only, nothing downloaded)
+are ``kpe_lib.models.paper.clip.load_clip_encoders`` behind ``ClipSemantics``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from kpe_lib.metrics._checks import check_images
-
 DEFAULT_PROMPT = "a photo of a {}"
-# CLIP's published image normalisation (same for all OpenAI CLIP checkpoints)
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -99,81 +91,3 @@ def clip_scores_from_embeddings(image_embeds: torch.Tensor, text_embeds: torch.T
     sims, y = _check_scores(sims, labels, "image/text similarities")
     score, margin = _true_and_margin(sims, y)
     return SemanticResult(score=score, margin=margin, backend=backend)
-
-
-class ClipScorer:
-    """CLIP score and margin of images against "a photo of a {class}" prompts, from LOCAL weights only.
-
-    Backends, tried in this order: transformers (``path`` is a folder saved with ``save_pretrained``, loaded
-    with ``local_files_only=True``); open_clip (``path`` is a checkpoint file, ``arch`` names its model, e.g.
-    "ViT-B-32"). Images are resized (bicubic) so the short side is ``image_size``, centre-cropped and normalised
-    with CLIP's mean/std.
-
-    Args:
-        path: local folder (transformers) or checkpoint file (open_clip).
-        class_names: the K class names.
-        prompt: template with one ``{}``.
-        arch: open_clip architecture name (open_clip backend only).
-        image_size: CLIP input resolution.
-        device: where to run the model.
-
-    Raises:
-        ImportError: neither transformers nor open_clip is installed.
-        FileNotFoundError: ``path`` does not exist (nothing is downloaded).
-    """
-
-    def __init__(self, path: str | os.PathLike, class_names: Sequence[str], prompt: str = DEFAULT_PROMPT,
-                 arch: str | None = None, image_size: int = 224, device: str = "cpu") -> None:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"CLIP weights not found at {path}; the CLIP backend loads local files only")
-        if len(class_names) < 2 or "{}" not in prompt:
-            raise ValueError("class_names needs >= 2 names and prompt must contain '{}'")
-        self.path, self.device, self.image_size = str(path), device, image_size
-        texts = [prompt.format(c) for c in class_names]
-        with torch.no_grad():
-            if Path(path).is_dir() and _has("transformers"):
-                from transformers import CLIPModel, CLIPTokenizer
-                self.model = CLIPModel.from_pretrained(self.path, local_files_only=True).to(device).eval()
-                tok = CLIPTokenizer.from_pretrained(self.path, local_files_only=True)
-                self._encode_image = lambda x: self.model.get_image_features(pixel_values=x)
-                tokens = tok(texts, padding=True, return_tensors="pt").to(device)
-                self.text_embeds = self.model.get_text_features(**tokens)
-            elif _has("open_clip"):
-                import open_clip
-                if arch is None:
-                    raise ValueError("arch (e.g. 'ViT-B-32') is required with the open_clip backend")
-                self.model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=self.path, device=device)
-                self.model.eval()
-                self._encode_image = self.model.encode_image
-                self.text_embeds = self.model.encode_text(open_clip.get_tokenizer(arch)(texts).to(device))
-            else:
-                kind, pkg = ("folder", "transformers") if Path(path).is_dir() else ("file", "open_clip_torch")
-                raise ImportError(f"The CLIP backend needs '{pkg}' to load the local {kind} {path} and it is not "
-                                  "installed (transformers loads save_pretrained folders, open_clip_torch checkpoint "
-                                  "files). Without CLIP use semantic_scores(classifier_logits, labels), the "
-                                  "classifier analogue of SPEC 5.")
-
-    def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = check_images(images).float().clamp(0, 1)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        h, w = x.shape[-2:]
-        s = self.image_size / min(h, w)
-        x = F.interpolate(x, size=(max(self.image_size, round(h * s)), max(self.image_size, round(w * s))),
-                          mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
-        x = x[..., top:top + self.image_size, left:left + self.image_size]
-        mean, std = torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(_CLIP_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64) -> SemanticResult:
-        """CLIP score/margin of (N, C, H, W) images in [0, 1] with true classes ``labels`` (N,)."""
-        with torch.no_grad():
-            emb = torch.cat([self._encode_image(self._preprocess(images[s:s + batch_size]).to(self.device)).cpu()
-                             for s in range(0, images.shape[0], batch_size)])
-        return clip_scores_from_embeddings(emb, self.text_embeds.cpu(), labels, backend=f"clip:{self.path}")
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
