@@ -13,6 +13,8 @@ chapter's own ``parameters`` cell (the defaults) and the scales' parameter files
 * values whose type is none of the types the default and the parameter files use for that name (an
   ``int`` is accepted where a ``float`` is; ``None`` only where a default or a file uses it).
 
+The chapter source is read with jupytext (the ``book`` extra, which running chapters needs anyway).
+
 Example (first cell after the imports of ``notebooks/04_celeba_kts.md``)::
 
     check_parameters(globals(), "04_celeba_kts")
@@ -31,9 +33,6 @@ import yaml
 from kpe_lib.runner import SCALES
 
 __all__ = ["ParameterError", "SCALES", "chapter_defaults", "allowed_types", "check_parameters"]
-
-_CELL = re.compile(r"```\{code-cell\}[^\n]*\n(?P<body>.*?)```", re.S)
-
 
 class ParameterError(ValueError):
     """A chapter was given parameters it does not declare, or of the wrong type."""
@@ -57,12 +56,12 @@ def chapter_defaults(chapter: str, root: str | os.PathLike | None = None) -> tup
     source = _project_root(root) / "notebooks" / f"{chapter}.md"
     if not source.is_file():
         raise ParameterError(f"chapter must name a source notebooks/<chapter>.md; {source} does not exist")
-    for match in _CELL.finditer(source.read_text(encoding="utf-8")):
-        body = match.group("body")
-        head = body.split("\n\n", 1)[0] if body.startswith(":tags:") else ""
-        if "parameters" not in head:
+    import jupytext
+
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type != "code" or "parameters" not in cell.metadata.get("tags", []):
             continue
-        code = body.split("\n\n", 1)[1] if "\n\n" in body else ""
+        code = cell.source
         defaults = {}
         for node in ast.parse(code).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
