@@ -174,19 +174,23 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
                       seconds=time.perf_counter() - start, damped=damped)
 
 
-def subset(ev: ConfigEval, n: int, train: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> ConfigEval:
+def subset(ev: ConfigEval, n: int, train: torch.Tensor, *, reference: FrechetReference | None = None,
+           n_boot: int = 1000, seed: int = 0) -> ConfigEval:
     """The first ``n`` samples of an evaluation (F_mem recomputed on them), e.g. to reuse a run of the
     shared noise in an ablation that uses only its first ``n`` samples. Per-sample paths do not depend on
     the batch, so this equals running those samples alone (up to the batch-size dependence of float
-    rounding in the model)."""
+    rounding in the model). With a ``reference``, stored Inception features are sliced too and the FID is
+    recomputed from them (no image is embedded again); without one, features and FID are dropped."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= ev.samples.shape[0]:
         raise ValueError(f"n must be an integer in [1, {ev.samples.shape[0]}], got {n!r}")
     samples = ev.samples[:n]
     mem = memorization_fraction(samples, train.detach().cpu(), n_boot=n_boot, seed=seed)
+    features = ev.features[:n] if reference is not None and ev.features is not None else None
     return dataclasses.replace(
         ev, samples=samples, memorization=mem, kpe=ev.kpe[:n], kpe_early=ev.kpe_early[:n], kpe_late=ev.kpe_late[:n],
         energy=ev.energy[:, :n], energy_raw=ev.energy_raw[:, :n],
-        damped=None if ev.damped is None else ev.damped[:n], fid=None, features=None)
+        damped=None if ev.damped is None else ev.damped[:n], features=features,
+        fid=None if features is None else reference.fid(features))
 
 
 def paired_fmem_change(base: MemorizationResult, other: MemorizationResult, n_boot: int = 1000,
@@ -222,16 +226,11 @@ def paired_fid_change(reference: FrechetReference, base: torch.Tensor | np.ndarr
         raise ValueError(f"base and other must be paired feature sets of the same shape, got {fa.shape}, {fb.shape}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
-    value = reference.fid_projected(fb, gb) - reference.fid_projected(fa, ga)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, fa.shape[0], fa.shape[0])
-        reps.append(reference.fid_projected(fb, gb, idx) - reference.fid_projected(fa, ga, idx))
-    reps = np.asarray(reps)
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return BootstrapResult(value=float(value), stderr=float(reps.std(ddof=1)), ci=(float(lo), float(hi)),
-                           level=0.95, n_boot=n_boot)
+
+    def change(fa: np.ndarray, ga: np.ndarray, fb: np.ndarray, gb: np.ndarray) -> float:
+        return reference.fid_projected(fb, gb) - reference.fid_projected(fa, ga)
+
+    return bootstrap_ci(change, fa, ga, fb, gb, n_boot=n_boot, seed=seed, level=0.95)
 
 
 def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int = 50,

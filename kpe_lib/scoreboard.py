@@ -38,6 +38,25 @@ def lookup(metrics: Metrics, key: str) -> Any:
     return None
 
 
+def change_verdict(change: float, paper_change: float, tolerance: float, *, null_tolerance: float | None = None,
+                   significant: bool | None = None) -> str:
+    """The verdict of a measured change against the paper's (the protocols page, "Verdicts").
+
+    A paper change within ``null_tolerance`` of 0 claims "about no change" and is judged by magnitude
+    alone: reproduced in magnitude when our change is within ``null_tolerance`` of it, whatever its sign.
+    Otherwise our change must have the paper's sign (else not reproduced); evidence that does not exclude
+    0 (``significant`` False) gives ``direction only, not significant``; within ``tolerance`` of the
+    paper's change it is reproduced in magnitude, else in direction.
+    """
+    if null_tolerance is not None and abs(paper_change) <= null_tolerance:
+        return "reproduced in magnitude" if abs(change - paper_change) <= null_tolerance else "not reproduced"
+    if change == 0 or (change > 0) != (paper_change > 0):
+        return "not reproduced"
+    if significant is False:
+        return NOT_SIGNIFICANT
+    return "reproduced in magnitude" if abs(change - paper_change) <= tolerance else "reproduced in direction"
+
+
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
@@ -78,6 +97,14 @@ class Row:
     note: str = ""
     threshold: float = 0.0
     evidence: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.ours) == 2 and self.direction not in ("decrease", "increase"):
+            raise ValueError(f"a two-key row compares a change: direction must be 'decrease' or 'increase', "
+                             f"got {self.direction!r}")
+        if len(self.ours) == 2 and self.paper_value is not None \
+                and (self.paper_value > 0) != (self.direction == "increase"):
+            raise ValueError(f"paper_value {self.paper_value} contradicts direction {self.direction!r}")
 
     def evidence_value(self, metrics: Metrics) -> Any:
         """The p-value or ``[lo, hi]`` interval behind the row, or None."""
@@ -123,17 +150,16 @@ class Row:
             return "not run"
         if len(vals) == 2:
             change = vals[1] - vals[0]
-            ok = {"decrease": change < 0, "increase": change > 0}.get(self.direction, True)
+            if self.paper_value is not None and self.tolerance is not None:
+                return change_verdict(change, self.paper_value, self.tolerance, null_tolerance=self.tolerance,
+                                      significant=significant)
+            ok = change < 0 if self.direction == "decrease" else change > 0
             magnitude = change
         else:
             ok = {"below": vals[0] < self.threshold, "above": vals[0] > self.threshold}.get(self.direction, True)
             magnitude = vals[0]
         close = (self.paper_value is not None and self.tolerance is not None
                  and abs(magnitude - self.paper_value) <= self.tolerance)
-        # a paper change within tolerance of 0 claims "about no change": judged by magnitude alone
-        if len(vals) == 2 and self.paper_value is not None and self.tolerance is not None \
-                and abs(self.paper_value) <= self.tolerance:
-            return "reproduced in magnitude" if close else "not reproduced"
         if not ok:
             return "not reproduced"
         if significant is False and self.direction != "none":

@@ -171,6 +171,20 @@ def test_subset_equals_running_the_first_samples(setting):
         subset(full, 11, train)
 
 
+def test_subset_with_a_reference_slices_features_and_recomputes_fid(setting):
+    train, x0, v, _ = setting
+    full = run_config(v, x0, SamplerSpec("fm", nfe=10), train, n_boot=30)
+    rng = np.random.default_rng(0)
+    ref = FrechetReference.from_stats(feature_statistics(torch.from_numpy(rng.normal(size=(40, 6)))))
+    full.features = torch.from_numpy(rng.normal(size=(x0.shape[0], 6)))
+    full.fid = ref.fid(full.features)
+    part = subset(full, 4, train, reference=ref, n_boot=30)
+    assert torch.equal(part.features, full.features[:4])
+    assert part.fid == ref.fid(full.features[:4]) and part.fid != full.fid
+    bare = subset(full, 4, train, n_boot=30)  # without a reference nothing stale is carried over
+    assert bare.features is None and bare.fid is None
+
+
 def test_spec_holds_one_kts_gain():
     gain = KTS(0.01, 0.01, tau_split=0.4, launch="constant")
     spec = SamplerSpec("b", gain, solver="midpoint", nfe=50)

@@ -64,7 +64,8 @@ def test_generated_pages_are_written(tmp_path):
     assert "| `toy_steps` | `10` | `100` | `1000` |" in parameters_markdown(tmp_path)
     paths = write_generated_pages(tmp_path, tmp_path / "book")
     assert [p.name for p in paths] == ["scoreboard.md", "parameters.md", "api.md"]
-    assert not list((tmp_path / "book" / "generated").glob(".*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "book" / "generated").iterdir()) == \
+        ["api.md", "parameters.md", "scoreboard.md"]  # no temporary file left
 
 
 def test_api_page_documents_the_public_names():
@@ -107,3 +108,20 @@ def test_spearman_rows_read_the_strongest_space_and_its_interval():
     m["spearman_knn_ci"]["vae"] = [-0.7, -0.5]
     assert row.significant(m) is True and row.verdict(row.values(m), True) == "reproduced in magnitude"
     assert row.values({"spearman_knn": -0.3}) == [-0.3] and row.significant({"spearman_knn": -0.3}) is None
+
+
+def test_change_verdict_is_the_rule_rows_and_chapters_share():
+    from kpe_lib.scoreboard import change_verdict
+
+    assert change_verdict(-6.0, -6.12, 3.0) == "reproduced in magnitude"
+    assert change_verdict(-15.0, -6.12, 3.0) == "reproduced in direction"
+    assert change_verdict(-15.0, -6.12, 3.0, significant=False) == "direction only, not significant"
+    assert change_verdict(2.0, -6.12, 3.0) == "not reproduced" and change_verdict(0.0, -6.12, 3.0) == "not reproduced"
+    assert change_verdict(1.6, -0.56, 0.28, null_tolerance=3.0, significant=False) == "reproduced in magnitude"
+    assert change_verdict(4.0, -0.56, 0.28, null_tolerance=3.0) == "not reproduced"
+    row = Row("e", "F_mem", "", "04", ("a", "b"), "decrease", -6.12, 3.0, 100.0)
+    assert row.verdict([37.0, 22.0], False) == change_verdict(-15.0, -6.12, 3.0, null_tolerance=3.0, significant=False)
+    with pytest.raises(ValueError, match="direction must be 'decrease' or 'increase'"):
+        Row("e", "m", "", "04", ("a", "b"))
+    with pytest.raises(ValueError, match="contradicts direction"):
+        Row("e", "m", "", "04", ("a", "b"), "increase", -1.0, 0.5)
