@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from pathlib import Path
 
+from kpe_lib._files import atomic_write_text
 from kpe_lib.scoreboard import VERDICTS, scoreboard
 
 SCALE_ORDER = ("cpu", "paper", "smoke")
@@ -18,14 +18,6 @@ API_MODULES = (
     "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate", "kpe_lib.data", "kpe_lib.models",
     "kpe_lib.training", "kpe_lib.metrics", "kpe_lib.scoreboard",
 )
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _cell(text: str) -> str:
@@ -118,6 +110,6 @@ def api_markdown(modules: tuple[str, ...] = API_MODULES) -> str:
 def write_generated_pages(root: str | Path, book_dir: str | Path) -> list[Path]:
     """Write scoreboard.md, parameters.md and api.md into ``<book_dir>/generated/``; return their paths."""
     root, folder = Path(root), Path(book_dir) / "generated"
-    return [_atomic_write(folder / "scoreboard.md", scoreboard_markdown(root / "results")),
-            _atomic_write(folder / "parameters.md", parameters_markdown(root)),
-            _atomic_write(folder / "api.md", api_markdown())]
+    return [atomic_write_text(folder / "scoreboard.md", scoreboard_markdown(root / "results")),
+            atomic_write_text(folder / "parameters.md", parameters_markdown(root)),
+            atomic_write_text(folder / "api.md", api_markdown())]

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -24,6 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import NullFormatter
+
+from kpe_lib._files import atomic_path
 
 __all__ = ["BOOK_STYLE", "GROUP_COLORS", "set_book_style", "trajectory_plot", "kpe_distribution_plot",
            "noise_map_plot", "energy_profile_plot", "gain_plot", "support_scatter", "make_grid",
@@ -264,13 +265,6 @@ def image_grid(images, nrow: int = 8, ax: Axes | None = None, title: str | None 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save a figure atomically (temporary file in the same folder, then rename); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format=kwargs.pop("format", None) or path.suffix.lstrip(".") or None, **kwargs)
     return path

@@ -24,9 +24,10 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from kpe_lib._files import atomic_write_text
 
 __all__ = ["ChapterResults", "write_results", "read_results", "to_jsonable", "project_root",
            "resolve_path"]
@@ -114,18 +115,6 @@ def to_jsonable(value: Any, _key: str = "value") -> Any:
                      "allowed: numbers, strings, booleans, None, lists, dicts, tensors, arrays")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(chapter: str, scale: str, metrics: Mapping[str, Any],
                   protocol: Mapping[str, Any] | None = None,
                   results_dir: str | os.PathLike = "results") -> Path:
@@ -154,7 +143,7 @@ def write_results(chapter: str, scale: str, metrics: Mapping[str, Any],
     record = ChapterResults(chapter, scale, to_jsonable(dict(metrics), "metrics"),
                             to_jsonable(dict(protocol or {}), "protocol"))
     path = resolve_path(results_dir) / scale / f"{chapter}.json"
-    _atomic_write_text(path, json.dumps(record.as_dict(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(record.as_dict(), indent=2, allow_nan=False) + "\n")
     return path
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from kpe_lib._files import atomic_path
 from kpe_lib.metrics import (FeatureStats, FrechetReference, feature_statistics, inception_features,
                              inception_protocol, precision_recall)
 
@@ -87,18 +87,6 @@ class QualityResult:
     protocol: dict[str, Any]
 
 
-def _save_atomic(path: Path, features: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, features.numpy())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _inception(batch_size: int, device: str) -> FeatureFn:
     return lambda x: inception_features(x, batch_size=batch_size, device=device, progress=False)
 
@@ -140,7 +128,8 @@ def reference_set(images: torch.Tensor, description: Mapping[str, Any] | None = 
     else:
         feats, cached = fn(images).detach().cpu().float(), False
         if path is not None:
-            _save_atomic(path, feats)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, feats.numpy())
     desc = {"n_real": int(feats.shape[0]), **dict(description or {})}
     return ReferenceSet(features=feats, stats=feature_statistics(feats), description=desc, from_cache=cached)
 

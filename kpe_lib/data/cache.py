@@ -10,15 +10,15 @@ import hashlib
 import json
 import os
 import urllib.request
-import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from kpe_lib._files import atomic_path
 from kpe_lib.data.roots import ChecksumError, DataError, cache_root
 
 __all__ = [
@@ -39,27 +39,6 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
     """A tqdm bar that hides itself when not interactive (``disable=None``) or when ``CI`` is set."""
     disable = True if os.environ.get("CI") else None
     return tqdm(iterable, disable=disable, **kwargs)
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``, on error delete it.
-
-    Example:
-        >>> with atomic_path("out.npz") as tmp:      # doctest: +SKIP
-        ...     tmp.write_bytes(b"...")
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name the caller creates itself, so the file gets the usual umask permissions (mkstemp's are 0600)
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.part"
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kpe_lib._files import atomic_path
 from kpe_lib.metrics._checks import cache_dir, check_images, check_positive_int, progress_disabled, tensor_fingerprint
 from kpe_lib.metrics.fid import inception_features
 
@@ -234,15 +234,9 @@ class AutoencoderFeatures(FeatureSpace):
         return losses
 
     def _save(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save({"state_dict": self.net.state_dict(), "losses": torch.from_numpy(self.losses),
                         "config": json.dumps(self.config)}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def __call__(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         x = check_images(images, channels=None).float()

@@ -24,7 +24,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from kpe_lib._files import atomic_path
 from kpe_lib.metrics._checks import (as_matrix, cache_dir, check_images, check_positive_int, progress_disabled,
                                      tensor_fingerprint)
 from kpe_lib.metrics.neighbors import nearest_neighbors, squared_distances
@@ -274,17 +274,6 @@ class FIDResult:
     protocol: dict[str, Any] = field(default_factory=dict)
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class ReferenceStats:
     """Inception statistics of a reference image set and where they came from.
@@ -325,7 +314,8 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
         with np.load(path) as z:
             return ReferenceStats(FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"])), True, path)
     stats = feature_statistics(inception_features(real, batch_size, device, progress))
-    _save_npz_atomic(path, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n))
     return ReferenceStats(stats, False, path)
 
 
