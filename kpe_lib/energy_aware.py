@@ -125,7 +125,7 @@ class EnergyMonitor:
             raise ValueError(f"velocity must be callable v(x, t, **extras), got {type(velocity).__name__}")
         if not isinstance(landing, EnergyAwareLanding):
             raise ValueError(f"landing must be an EnergyAwareLanding, got {type(landing).__name__}")
-        self._velocity, self.landing, self._kts = velocity, landing, landing.kts
+        self._velocity, self.landing = velocity, landing
         self.times: list[float] = []
         self.late_energy: torch.Tensor | None = None
         self.mean_power: torch.Tensor | None = None
@@ -180,11 +180,11 @@ class EnergyMonitor:
                              f"{self.times[-1]}); use a fresh EnergyMonitor for every sampling run")
         self._update(tt, self._pending[1])
         self._pending = None
-        tensor_t = torch.tensor(tt, dtype=torch.float64)
-        if tt < self.landing.tau_split:
-            eta = 1.0 + float(self._kts.alpha(tensor_t)) if self._kts.alpha0 else 1.0
+        tensor_t, kts = torch.tensor(tt, dtype=torch.float64), self.landing.kts
+        if tt < kts.tau_split:
+            eta = 1.0 + float(kts.alpha(tensor_t)) if kts.alpha0 else 1.0
             return torch.full_like(self.switch, eta)
-        return 1.0 - self.switch * float(self._kts.beta(tensor_t))
+        return 1.0 - self.switch * float(kts.beta(tensor_t))
 
 
 @dataclass

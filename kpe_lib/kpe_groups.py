@@ -25,17 +25,18 @@ import numpy as np
 import scipy.stats
 import torch
 
+from kpe_lib.metrics._checks import as_vector
+
 __all__ = ["KPEGroups", "GroupComparison", "kpe_groups", "compare_groups", "welch_t", "mann_whitney_u"]
 
 CUTS = {"thirds": 1.0 / 3.0, "quartiles": 0.25, "halves": 0.5, "deciles": 0.1}
 
 
 def _vector(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
-    if a.ndim != 1 or a.shape[0] < 2:
+    """``as_vector`` (1-D, float64, finite) with at least 2 entries, the least two groups can be cut from."""
+    a = as_vector(x, name)
+    if a.shape[0] < 2:
         raise ValueError(f"{name} must be a 1-D array with at least 2 entries, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
     return a
 
 

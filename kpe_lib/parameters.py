@@ -28,9 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from kpe_lib.runner import SCALES
+from kpe_lib.runner import SCALES, load_params
 
 __all__ = ["ParameterError", "SCALES", "chapter_defaults", "allowed_types", "check_parameters"]
 
@@ -89,9 +87,7 @@ def allowed_types(chapter: str, root: str | os.PathLike | None = None) -> dict[s
     defaults, none_ok = chapter_defaults(chapter, root)
     allowed = {name: {_kind(v)} | ({"None"} if name in none_ok else set()) for name, v in defaults.items()}
     for scale in SCALES:
-        path = root / "notebooks" / "params" / f"{scale}.yml"
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        for name, value in (values or {}).items():
+        for name, value in load_params(root, scale).items():
             if name in allowed:
                 allowed[name].add(_kind(value))
     for kinds in allowed.values():
