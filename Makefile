@@ -50,8 +50,10 @@ book: install
 test: install chromium unit smoke-chapters nbval smoke-book browser
 	@echo "make test: all steps passed"
 
+# Unit tests and every docstring example of the library (`>>>` lines run; `# doctest: +SKIP` marks the few
+# that need data or weights).
 unit: install
-	$(PY) -m pytest tests -m "not browser" -q -p no:cacheprovider $(REPORT)/unit.xml
+	$(PY) -m pytest tests kpe_lib --doctest-modules -m "not browser" -q -p no:cacheprovider $(REPORT)/unit.xml
 
 smoke-chapters: install
 	$(PY) -m kpe_lib run --scale smoke --device cpu --out $(STAGE)

@@ -1,18 +1,26 @@
 """kpe_lib: kinetic path energy (KPE) and kinetic trajectory shaping (KTS) for flow matching.
 
-Companion library to Li et al., "A Kinetic Energy Perspective of Flow Matching" (ICML 2026).
-Section numbers such as "SPEC 2" refer to the project's specification of the paper's math.
+Companion library to Li et al., "A Kinetic Energy Perspective of Flow Matching" (ICML 2026). Section
+numbers such as "Mathematics §2" refer to the book's page *The mathematics* (``book/mathematics.md``).
+
+The package has four tiers, each importing only the ones before it:
+
+1. the core, the modules at this level (grids, KTS gains, solvers, the sampling loop, the empirical closed
+   form, the reference integrator, adapters, acceleration, the energy-aware landing): torch and tqdm only;
+2. building blocks: :mod:`kpe_lib.data`, :mod:`kpe_lib.models`, :mod:`kpe_lib.training`,
+   :mod:`kpe_lib.metrics`, :mod:`kpe_lib.plotting`;
+3. chapter studies: :mod:`kpe_lib.experiments` (one module per chapter that needs one; not public API);
+4. the book machinery: :mod:`kpe_lib.book` (scales, parameters, chapter context, results, scoreboard,
+   generated pages, the runner and ``python -m kpe_lib``).
+
+Importing ``kpe_lib`` changes no global state (no warning filters, no thread counts, no seeds).
 """
-import warnings
+from kpe_lib.adapters import ReversedTime, TimeFirst
+from kpe_lib.closed_form import EmpiricalVelocity
+from kpe_lib.grids import time_grid
+from kpe_lib.sampling import NonFiniteError, SampleResult, sample
+from kpe_lib.shaping import KTS
 
-# tqdm.auto warns once per kernel that ipywidgets is missing; the library's bars are text bars (and off
-# inside executed chapters), so the warning only clutters the book's first output cell.
-warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
-
-from kpe_lib.grids import time_grid  # noqa: E402
-from kpe_lib.shaping import KTS  # noqa: E402
-from kpe_lib.sampling import SampleResult, sample  # noqa: E402
-from kpe_lib.closed_form import EmpiricalVelocity  # noqa: E402
-
-__all__ = ["time_grid", "KTS", "sample", "SampleResult", "EmpiricalVelocity"]
+__all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity", "TimeFirst",
+           "ReversedTime"]
 __version__ = "0.1.0"

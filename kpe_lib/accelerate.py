@@ -1,6 +1,6 @@
 """Optional speed-ups for paper-scale sampling: bf16 autocast and ``torch.compile`` (off by default).
 
-Both wrap a velocity field and keep the SPEC 1 convention ``v(x, t, **extras)``; the sampler, its gain and its
+Both wrap a velocity field and keep the Mathematics §1 convention ``v(x, t, **extras)``; the sampler, its gain and its
 energy accumulation (float64) are untouched, so only the model's arithmetic changes. The returned velocity is
 cast back to the state's dtype, so KPE sums stay in full precision.
 """

@@ -1,4 +1,4 @@
-"""Adapters that bring other velocity conventions to ``v(x, t, **extras)`` (SPEC 1).
+"""Adapters that bring other velocity conventions to ``v(x, t, **extras)`` (Mathematics §1).
 
 - ``TimeFirst``: models called as ``model(t, x)`` (torchdiffeq, torchcfm style).
 - ``ReversedTime``: models trained with t = 1 as noise and t = 0 as data.

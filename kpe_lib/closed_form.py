@@ -1,6 +1,6 @@
-"""The empirical flow matching (EFM) closed-form velocity (SPEC 4).
+"""The empirical flow matching (EFM) closed-form velocity (Mathematics §4).
 
-For a finite training set ``{a_1, ..., a_n}`` and the linear path of SPEC 1 the marginal velocity is
+For a finite training set ``{a_1, ..., a_n}`` and the linear path of Mathematics §1 the marginal velocity is
 
     v*(x, t) = sum_i w_i(x, t) (a_i - x) / (1 - t),
     w_i(x, t) = softmax_i(-||x - t a_i||^2 / (2 (1 - t)^2)).
@@ -26,7 +26,7 @@ class _Stream:
 
 
 class EmpiricalVelocity:
-    """Closed-form EFM velocity of a finite training set (SPEC 4).
+    """Closed-form EFM velocity of a finite training set (Mathematics §4).
 
     The logits use ``||x||^2 - 2 t <x, a_i> + t^2 ||a_i||^2`` (one matrix product per chunk); the softmax is
     computed as a streaming log-sum-exp over chunks of ``chunk_size`` training points, so memory stays
@@ -35,7 +35,7 @@ class EmpiricalVelocity:
     Args:
         train: training set, shape (n, ...); it is flattened to (n, d) and stored in ``dtype``.
         dtype: compute dtype. float64 (default) keeps the logits accurate near t = 1 (float32 loses them:
-            SPEC 4); the velocity is returned in the input's dtype.
+            Mathematics §4); the velocity is returned in the input's dtype.
         chunk_size: number of training points per matrix product.
         device: where to keep the training set (default: ``train``'s device).
 
@@ -122,7 +122,7 @@ class EmpiricalVelocity:
         return (s.weighted / s.sum_exp[:, None]).reshape(x.shape)
 
     def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-        """The closed-form velocity ``v*(x, t)`` (SPEC 4).
+        """The closed-form velocity ``v*(x, t)`` (Mathematics §4).
 
         Args:
             x: states (B, ...) with the training items' shape.

@@ -1,7 +1,7 @@
 """Energy-aware soft landing: damp only the trajectories whose late kinetic energy is high.
 
-Beyond the paper. Fixed KTS (SPEC 3) applies the same landing ``eta(t) = 1 - beta(t)`` to every sample.
-The paper's reading of KPE (SPEC 4) is that memorising trajectories are the ones that spend a lot of
+Beyond the paper. Fixed KTS (Mathematics §3) applies the same landing ``eta(t) = 1 - beta(t)`` to every sample.
+The paper's reading of KPE (Mathematics §4) is that memorising trajectories are the ones that spend a lot of
 energy late (the terminal spike of the empirical field as the posterior collapses onto one training
 item), so a landing that only brakes *those* should lower the memorised fraction while leaving the other
 samples, and hence sample quality, alone.
@@ -60,7 +60,7 @@ class EnergyAwareLanding:
 
     Attributes:
         threshold: mean late power above which a trajectory is damped (>= 0, may be ``inf``).
-        kts: the gain a switched-on path follows (SPEC 3): its launch applies to every trajectory, its
+        kts: the gain a switched-on path follows (Mathematics §3): its launch applies to every trajectory, its
             landing (``beta0 > 0``) to the damped ones; its ``tau_split`` starts the late phase.
         sharpness: None for a hard switch, else the slope (> 0) of the logistic switch in
             ``log(P / threshold)``.
@@ -241,7 +241,7 @@ def mean_late_power(result: SampleResult, tau_split: float | None = None, until:
 
     Args:
         result: a ``SampleResult``, or any record with ``energy_raw`` (N, B), ``grid`` (N + 1,) and
-            ``tau_split`` (e.g. ``kpe_lib.kts_benchmark.ConfigEval``).
+            ``tau_split`` (e.g. ``kpe_lib.experiments.celeba_kts.ConfigEval``).
         tau_split: the boundary (default: the run's own).
         until: end of the window (exclusive), or None.
     """

@@ -1,6 +1,6 @@
-"""Time grids for fixed-step samplers (SPEC 3).
+"""Time grids for fixed-step samplers (Mathematics §3).
 
-t = 0 is noise and t = 1 is data (SPEC 1); every grid starts at 0 and ends at 1.
+t = 0 is noise and t = 1 is data (Mathematics §1); every grid starts at 0 and ends at 1.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ GRID_KINDS = ("uniform", "cosine")
 
 def time_grid(n_steps: int, kind: str = "uniform", dtype: torch.dtype = torch.float64,
               device: torch.device | str | None = None) -> torch.Tensor:
-    """Return the time grid ``t_0 = 0 < t_1 < ... < t_N = 1`` (SPEC 3).
+    """Return the time grid ``t_0 = 0 < t_1 < ... < t_N = 1`` (Mathematics §3).
 
     Args:
         n_steps: number of steps N (>= 1); the grid has N + 1 nodes.

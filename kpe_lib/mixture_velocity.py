@@ -1,4 +1,4 @@
-"""A closed-form field that memorises part of the time: training atoms mixed with a Gaussian (SPEC 4).
+"""A closed-form field that memorises part of the time: training atoms mixed with a Gaussian (Mathematics §4).
 
 The empirical closed form (``EmpiricalVelocity``) copies a training item on every path, so it has no
 "novel" samples to compare copies against. This module gives the exact flow-matching velocity of the data
@@ -11,7 +11,7 @@ Paths whose posterior collapses onto an atom end on a training item (a copy); th
 draw of the Gaussian (novel, never a copy). It is a training-free stand-in for a model that memorises
 some samples and generalises on others, used to test late KPE as a memorisation detector.
 
-Under the linear path of SPEC 1 (``x_t = t x1 + (1 - t) x0``, ``sigma = 1 - t``) each component is exact:
+Under the linear path of Mathematics §1 (``x_t = t x1 + (1 - t) x0``, ``sigma = 1 - t``) each component is exact:
 
 * atom i: ``x_t ~ N(t a_i, sigma^2 I)``, velocity ``(a_i - x) / sigma``;
 * Gaussian: ``x_t ~ N(t mu, S)``, ``S = t^2 Sigma + sigma^2 I``; velocity

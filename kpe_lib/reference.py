@@ -1,4 +1,4 @@
-"""High-precision KPE reference by adaptive integration of the augmented state (SPEC 2).
+"""High-precision KPE reference by adaptive integration of the augmented state (Mathematics §2).
 
 Integrates ``(x, E, E_raw)`` with ``dx/dt = eta v``, ``dE/dt = 1/2 ||eta v||^2`` and
 ``dE_raw/dt = 1/2 ||v||^2`` with torchdiffeq's dopri5 at tight tolerances, to measure the discretisation
@@ -14,7 +14,7 @@ import torch
 
 @dataclass
 class ReferenceResult:
-    """Adaptive-solver reference (SPEC 2).
+    """Adaptive-solver reference (Mathematics §2).
 
     Attributes:
         x: final samples (B, ...), float64.
@@ -38,11 +38,11 @@ def reference_kpe(velocity: Callable[..., torch.Tensor], x0: torch.Tensor,
     """Integrate the augmented ODE ``(x, E, E_raw)`` adaptively in float64.
 
     Args:
-        velocity: ``v(x, t, **model_kwargs)`` (SPEC 1 convention).
+        velocity: ``v(x, t, **model_kwargs)`` (Mathematics §1 convention).
         x0: initial noise (B, ...).
         gain: optional ``t -> eta`` (e.g. ``KTS``); it must accept a 0-d float64 tensor or a float.
         t_end: final time (< 1 for fields singular at t = 1).
-        rtol, atol: tolerances of the adaptive solver (SPEC 2 asks for 1e-7 or tighter).
+        rtol, atol: tolerances of the adaptive solver (Mathematics §2 asks for 1e-7 or tighter).
         method: torchdiffeq method.
         **model_kwargs: passed to ``velocity``.
 

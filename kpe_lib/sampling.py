@@ -1,4 +1,4 @@
-"""The sampling loop with per-sample kinetic path energy (SPEC 2) and KTS (SPEC 3).
+"""The sampling loop with per-sample kinetic path energy (Mathematics §2) and KTS (Mathematics §3).
 
 ``sample`` integrates ``dx/dt = eta(t) v(x, t)`` from noise (t = 0) to data (t = 1) on a fixed grid and
 integrates ``1/2 ||eta v||^2`` (and the unshaped ``1/2 ||v||^2``) with the stages the solver already
@@ -6,13 +6,13 @@ evaluated, so the energy costs no extra velocity evaluation.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from kpe_lib._progress import progress_enabled
 from kpe_lib.grids import GRID_KINDS, time_grid, validate_grid
 from kpe_lib.solvers import SOLVERS, rk_step
 
@@ -28,7 +28,7 @@ class NonFiniteError(FloatingPointError):
 
 @dataclass
 class SampleResult:
-    """Output of ``sample`` (SPEC 2).
+    """Output of ``sample`` (Mathematics §2).
 
     Attributes:
         x: final samples, shape (B, ...).
@@ -63,12 +63,6 @@ class SampleResult:
     tau_split: float
 
 
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return os.environ.get("KPE_PROGRESS", "1") != "0" and not os.environ.get("CI")
-
-
 def _resolve_grid(grid: torch.Tensor | None, n_steps: int | None, grid_kind: str) -> torch.Tensor:
     if grid is not None and n_steps is not None:
         raise ValueError("pass either grid or n_steps (with grid_kind), not both")
@@ -99,8 +93,8 @@ def sample(
 ) -> SampleResult:
     """Integrate a velocity field from noise to data and measure each sample's kinetic path energy.
 
-    Solves ``dx/dt = eta(t) v(x, t)`` on ``grid`` (SPEC 1, SPEC 3) and integrates
-    ``E = 1/2 int ||eta v||^2 dt`` per sample (SPEC 2), summed over all coordinates.
+    Solves ``dx/dt = eta(t) v(x, t)`` on ``grid`` (Mathematics §1, §3) and integrates
+    ``E = 1/2 int ||eta v||^2 dt`` per sample (Mathematics §2), summed over all coordinates.
 
     Args:
         velocity: ``v(x, t, **model_kwargs) -> Tensor`` with ``x`` (B, ...) and ``t`` a tensor of shape (B,)
@@ -163,7 +157,7 @@ def sample(
     trajectory = [x0.detach().clone()] if record_trajectory else None
     x = x0
     with torch.set_grad_enabled(enable_grad):
-        for i in tqdm(range(n), desc=f"sample ({solver}, N={n})", disable=not _progress_enabled(progress),
+        for i in tqdm(range(n), desc=f"sample ({solver}, N={n})", disable=not progress_enabled(progress),
                       leave=False):
             t, dt = times[i], times[i + 1] - times[i]
             step = rk_step(scheme, field, x, t, dt)

@@ -1,4 +1,4 @@
-"""Kinetic Trajectory Shaping (KTS): the scalar gain eta(t) of SPEC 3.
+"""Kinetic Trajectory Shaping (KTS): the scalar gain eta(t) of Mathematics §3.
 
 The sampler integrates ``dx/dt = eta(t) v(x, t)``: a *kinetic launch* ``eta = 1 + alpha(t)`` before
 ``tau_split`` and a *kinetic soft landing* ``eta = 1 - beta(t)`` after it. No retraining is involved.
@@ -16,7 +16,7 @@ LANDING_FORMS = ("exponential", "linear", "constant")
 
 @dataclass(frozen=True)
 class KTS:
-    """The KTS gain ``eta(t)`` (SPEC 3). Callable on floats and tensors.
+    """The KTS gain ``eta(t)`` (Mathematics §3). Callable on floats and tensors.
 
     With ``s = tau_split`` and ``r = (t - s) / (1 - s)``:
 

@@ -1,8 +1,8 @@
-"""Fixed-step explicit solvers that expose their stages (SPEC 2, SPEC 3).
+"""Fixed-step explicit solvers that expose their stages (Mathematics §2, §3).
 
 Each solver advances ``dx/dt = eta(t) v(x, t)`` by one step and returns its stage velocities, so that the
 kinetic energy can be integrated with the solver's own quadrature at no extra velocity evaluation.
-Every stage evaluates the gain at its own time (SPEC 3 [choice]).
+Every stage evaluates the gain at its own time (Mathematics §3 [choice]).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class ButcherScheme:
         c: stage time offsets as fractions of the step.
         a: lower-triangular stage coefficients, ``a[j]`` has ``j`` entries.
         b: update weights for the stage slopes.
-        energy_weights: quadrature weights of the stages for the energy integral (SPEC 2 "solver" rule).
+        energy_weights: quadrature weights of the stages for the energy integral (Mathematics §2 "solver" rule).
         order: classical order of the scheme.
     """
 

@@ -1,4 +1,4 @@
-"""The empirical flow matching closed form (SPEC 4) against brute force and its identities."""
+"""The empirical flow matching closed form (Mathematics §4) against brute force and its identities."""
 import math
 
 import pytest
@@ -40,7 +40,7 @@ def test_per_sample_times():
 
 @pytest.mark.parametrize("t", [0.2, 0.7, 0.97])
 def test_score_identity_by_autograd(t):
-    # v*(x, t) = (x + (1 - t) grad log p_t(x)) / t  (SPEC 4)
+    # v*(x, t) = (x + (1 - t) grad log p_t(x)) / t  (Mathematics §4)
     torch.manual_seed(2)
     efm = EmpiricalVelocity(torch.randn(30, 5))
     x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)

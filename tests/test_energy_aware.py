@@ -17,7 +17,7 @@ def per_sample_constant(c: torch.Tensor):
 
 
 def by_hand_eta(t: float, beta0: float, tau: float = 0.6, k: float = 3.0) -> float:
-    """Default exponential landing, written out (SPEC 3)."""
+    """Default exponential landing, written out (Mathematics §3)."""
     return 1.0 if t < tau else 1.0 - beta0 * (math.exp(k * (t - tau) / (1 - tau)) - 1.0)
 
 

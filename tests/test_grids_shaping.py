@@ -1,4 +1,4 @@
-"""Time grids and the KTS gain (SPEC 3): hand-computed values and invalid input."""
+"""Time grids and the KTS gain (Mathematics §3): hand-computed values and invalid input."""
 import math
 
 import pytest
@@ -31,7 +31,7 @@ def test_grid_rejects_bad_kind_and_bad_custom_grid():
         validate_grid(torch.tensor([0.0, 0.5, 0.9]))
 
 
-# SPEC 3 "handy values" of the default landing (k = 3, s = 0.6).
+# Mathematics §3 "handy values" of the default landing (k = 3, s = 0.6).
 @pytest.mark.parametrize("beta0,t,expected", [
     (0.01, 1.0, 0.809), (0.02, 1.0, 0.618), (0.05, 1.0, 0.046),
     (0.01, 0.99, 0.824), (0.02, 0.99, 0.647), (0.05, 0.99, 0.118),

@@ -1,4 +1,4 @@
-"""Feature spaces of SPEC 5: pixels, PCA (vs sklearn), HOG (vs skimage), autoencoder cache, classifier, registry."""
+"""Feature spaces of Mathematics §5: pixels, PCA (vs sklearn), HOG (vs skimage), autoencoder cache, classifier, registry."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""FID machinery (SPEC 5): Frechet distance routes and closed forms, statistics, preprocessing, the
+"""FID machinery (Mathematics §5): Frechet distance routes and closed forms, statistics, preprocessing, the
 reference-statistics cache, precision/recall on hand-built sets, and (slow) the Inception network itself."""
 import importlib
 

@@ -1,4 +1,4 @@
-"""Nearest neighbours, gap ratio d1/d2 and F_mem (SPEC 5) against hand-built sets and brute force."""
+"""Nearest neighbours, gap ratio d1/d2 and F_mem (Mathematics §5) against hand-built sets and brute force."""
 import math
 
 import numpy as np

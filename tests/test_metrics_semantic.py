@@ -1,4 +1,4 @@
-"""Semantic strength (SPEC 5): classifier score/margin and CLIP score/margin by hand."""
+"""Semantic strength (Mathematics §5): classifier score/margin and CLIP score/margin by hand."""
 import math
 
 import pytest

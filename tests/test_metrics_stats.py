@@ -1,4 +1,4 @@
-"""Bootstrap helpers (SPEC 5) against analytic standard errors and scipy."""
+"""Bootstrap helpers (Mathematics §5) against analytic standard errors and scipy."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Local support (SPEC 5): kNN against sklearn and brute force, KDE against scipy.stats.gaussian_kde."""
+"""Local support (Mathematics §5): kNN against sklearn and brute force, KDE against scipy.stats.gaussian_kde."""
 import math
 
 import numpy as np

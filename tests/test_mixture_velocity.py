@@ -1,4 +1,4 @@
-"""AtomGaussianVelocity: the exact field of "training atoms + a fitted Gaussian" (SPEC 4 identities)."""
+"""AtomGaussianVelocity: the exact field of "training atoms + a fitted Gaussian" (Mathematics §4 identities)."""
 import math
 
 import pytest
@@ -14,7 +14,7 @@ def _train(n=12, d=3, seed=0):
 
 @pytest.mark.parametrize("t", [0.05, 0.4, 0.9])
 def test_velocity_is_the_score_identity(t):
-    # SPEC 4: v(x, t) = (x + (1 - t) grad log p_t(x)) / t for the marginal of the linear path
+    # Mathematics §4: v(x, t) = (x + (1 - t) grad log p_t(x)) / t for the marginal of the linear path
     field = AtomGaussianVelocity(_train(), rho=0.3, cov_floor=1e-2)
     x = torch.randn(7, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64).requires_grad_(True)
     (score,) = torch.autograd.grad(field.log_density(x, t).sum(), x)

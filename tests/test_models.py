@@ -28,7 +28,7 @@ def conv(ci: int, co: int, k: int) -> int:
 
 
 def unet_params_by_hand(c: int, w: int, mult: tuple, blocks: int, attn: tuple, classes: int | None) -> int:
-    """An independent count of SPEC 6's UNet from its description, layer by layer."""
+    """An independent count of Mathematics §6's UNet from its description, layer by layer."""
     emb = 4 * w
     gn = lambda ch: 2 * ch  # noqa: E731
     res = lambda ci, co: gn(ci) + conv(ci, co, 3) + emb * co + co + gn(co) + conv(co, co, 3) + (conv(ci, co, 1) if ci != co else 0)  # noqa: E731

@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from kpe_lib.guided_sampling import class_balanced_noise, sample_guided
-from kpe_lib.models.paper import (PaperPipeline, imagenet_class_names, load_paper_pipeline, tiny_paper_pipeline)
-from kpe_lib.models.paper.clip import ClipSemantics, TinyClipEncoders, clip_preprocess, load_clip_encoders
-from kpe_lib.models.paper.sit import SiT, SiTConfig, SiTVelocity, load_sit, sincos_pos_embed_2d
+from kpe_lib.models.guidance import class_balanced_noise, sample_guided
+from kpe_lib.models.paper import imagenet_class_names
+from kpe_lib.experiments.semantics_guidance.paper_pipeline import PaperPipeline, load_paper_pipeline, tiny_paper_pipeline
+from kpe_lib.metrics.semantic import ClipSemantics
+from kpe_lib.models.paper.clip import TinyClipEncoders, clip_preprocess, load_clip_encoders
+from kpe_lib.models.paper.sit import SiT, SiTConfig, sincos_pos_embed_2d
+from kpe_lib.models.paper.sit_velocity import SiTVelocity, load_sit
 from kpe_lib.models.paper.vae import VAE_CONFIGS, VAEDecoder, load_vae_decoder
 from kpe_lib.sampling import sample
 
@@ -245,7 +248,7 @@ def test_time_convention_adapter_flows_noise_to_data(convention):
     right = sample(SiTVelocity(net, 1.0, time_convention=convention), x0, n_steps=10, y=torch.zeros(5, dtype=int))
     # Euler is exact on this field: x_N = a whatever the noise
     assert torch.allclose(right.x, a.expand_as(x0), atol=1e-9)
-    # along that path the velocity is constant, a - x0, so KPE = 1/2 ||a - x0||^2 exactly (SPEC 2)
+    # along that path the velocity is constant, a - x0, so KPE = 1/2 ||a - x0||^2 exactly (Mathematics §2)
     assert torch.allclose(right.kpe, 0.5 * ((a - x0) ** 2).sum((1, 2, 3)), atol=1e-9)
     # the other convention points away from the data at mid-path
     wrong = "data_at_zero" if convention == "sit" else "sit"

@@ -1,4 +1,4 @@
-"""kpe_lib.plotting_efm draws what it is given and rejects bad shapes."""
+"""kpe_lib.plotting.efm draws what it is given and rejects bad shapes."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kpe_lib.plotting_efm import image_rows, median_band  # noqa: E402
+from kpe_lib.plotting.efm import image_rows, median_band  # noqa: E402
 
 
 def test_median_band_draws_the_median_and_the_band():

@@ -1,4 +1,4 @@
-"""The KTS chapter's figures draw what they are given and refuse mismatched input (kpe_lib.plotting_kts)."""
+"""The KTS chapter's figures draw what they are given and refuse mismatched input (kpe_lib.plotting.kts)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kpe_lib.plotting_kts import (fmem_steps_plot, form_heatmap, neighbor_pairs, paired_bars,  # noqa: E402
+from kpe_lib.plotting.kts import (fmem_steps_plot, form_heatmap, neighbor_pairs, paired_bars,  # noqa: E402
                                   pareto_plot, place_labels)
 
 

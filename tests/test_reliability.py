@@ -24,10 +24,10 @@ import nbformat
 import pytest
 import torch
 
-from kpe_lib import runner, sample
-from kpe_lib.__main__ import main
-from kpe_lib.parameters import ParameterError, allowed_types, chapter_defaults, check_parameters
-from kpe_lib.reporting import write_results
+from kpe_lib.book import runner, sample
+from kpe_lib.book.cli import main
+from kpe_lib.book.parameters import ParameterError, allowed_types, chapter_defaults, check_parameters
+from kpe_lib.book.results import write_results
 from kpe_lib.sampling import NonFiniteError
 from kpe_lib.training import CheckpointError, TrainConfig, cached_model
 

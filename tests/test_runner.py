@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kpe_lib import runner
-from kpe_lib.__main__ import main
-from kpe_lib.reporting import read_results, resolve_path, to_jsonable, write_results
+from kpe_lib.book import runner
+from kpe_lib.book.cli import main
+from kpe_lib.book.results import read_results, resolve_path, to_jsonable, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

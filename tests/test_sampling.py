@@ -1,4 +1,4 @@
-"""The sampler and its energies against analytic oracles (SPEC 2, SPEC 3)."""
+"""The sampler and its energies against analytic oracles (Mathematics §2, §3)."""
 import math
 
 import numpy as np

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from kpe_lib.bookpages import api_markdown, parameters_markdown, scoreboard_markdown, write_generated_pages
-from kpe_lib.scoreboard import ROWS, Row, lookup, scoreboard
+from kpe_lib.book.pages import api_markdown, parameters_markdown, scoreboard_markdown, write_generated_pages
+from kpe_lib.book.scoreboard import ROWS, Row, lookup, scoreboard
 
 
 def write(tmp_path, scale, chapter, metrics):
@@ -72,7 +72,7 @@ def test_api_page_documents_the_public_names():
     page = api_markdown(("kpe_lib",))
     for name in ("time_grid", "KTS", "sample", "SampleResult", "EmpiricalVelocity"):
         assert f"### `{name}`" in page
-    assert "SPEC 2" in page
+    assert "Mathematics §2" in page
 
 
 def test_evidence_demotes_a_direction_that_is_not_significant():
@@ -111,7 +111,7 @@ def test_spearman_rows_read_the_strongest_space_and_its_interval():
 
 
 def test_change_verdict_is_the_rule_rows_and_chapters_share():
-    from kpe_lib.scoreboard import change_verdict
+    from kpe_lib.book.scoreboard import change_verdict
 
     assert change_verdict(-6.0, -6.12, 3.0) == "reproduced in magnitude"
     assert change_verdict(-15.0, -6.12, 3.0) == "reproduced in direction"

@@ -12,9 +12,9 @@ from kpe_lib.training import CheckpointError, TrainConfig, cache_key, cached_mod
     train_flow_matching
 
 
-# ---------------------------------------------------------------- the loss and its optimum (SPEC 1, SPEC 4)
+# ---------------------------------------------------------------- the loss and its optimum (Mathematics §1, §4)
 def efm_velocity(atoms: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Brute-force SPEC 4 closed form: sum_i w_i (a_i - x) / (1 - t), w = softmax(-|x - t a_i|^2 / 2(1-t)^2)."""
+    """Brute-force Mathematics §4 closed form: sum_i w_i (a_i - x) / (1 - t), w = softmax(-|x - t a_i|^2 / 2(1-t)^2)."""
     tt = t[:, None]
     d2 = ((x[:, None, :] - tt[:, :, None] * atoms[None]) ** 2).sum(-1)
     w = torch.softmax(-d2 / (2 * (1 - tt) ** 2), dim=1)

@@ -1,4 +1,4 @@
-"""Datasets of the companion: 2D toys with exact densities, CIFAR-10, CelebA (SPEC 6), and data roots.
+"""Datasets of the companion: 2D toys with exact densities, CIFAR-10, CelebA (Mathematics §6), and data roots.
 
 Data root: ``data_root(root)`` = the argument, else env ``KPE_DATA``, else ``~/.cache/kpe_lib/data``
 (``XDG_CACHE_HOME`` honoured). Image loaders return ``ImageData`` (images (N, C, H, W) float32 and what was

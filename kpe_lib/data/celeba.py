@@ -1,4 +1,4 @@
-"""CelebA (aligned and cropped) with the paper's preprocessing (SPEC 6), decoded by Pillow and cached.
+"""CelebA (aligned and cropped) with the paper's preprocessing (Mathematics §6), decoded by Pillow and cached.
 
 Accepted on disk, under the data root ``R`` (``kpe_lib.data.data_root``), ``R/celeba`` or ``R/CelebA``:
 
@@ -130,7 +130,7 @@ def load_celeba(
     mean: float | Tensor | None = None,
     cache: bool | str | os.PathLike[str] = True,
 ) -> ImageData:
-    """Load CelebA images preprocessed as in the paper (SPEC 6).
+    """Load CelebA images preprocessed as in the paper (Mathematics §6).
 
     Pipeline per image (``images.preprocess``): Pillow decode to RGB in [0, 1] -> resize the short side to
     ``size`` (bilinear, antialiased) -> centre crop ``size x size`` -> BT.601 luma grayscale (1 channel).
@@ -161,7 +161,7 @@ def load_celeba(
 
     Example:
         >>> train = load_celeba(n=1024)                     # doctest: +SKIP
-        >>> train.images.shape, train.scale                 # train.mean: the scalar subtracted
+        >>> train.images.shape, train.scale                   # doctest: +SKIP
         (torch.Size([1024, 1, 32, 32]), '[0,1]-mean')
     """
     if split not in CELEBA_SPLITS:

@@ -166,7 +166,7 @@ def load_cifar10(
         n: keep the first ``n`` images of the split (``None``: all present).
         grayscale: convert to 1 channel by BT.601 luma (``images.preprocess``).
         size: output side; 32 keeps the originals, other values resize (bilinear, antialiased).
-        center: subtract one scalar mean (SPEC 6 convention). For ``split="train"`` it is the mean of the
+        center: subtract one scalar mean (Mathematics §6 convention). For ``split="train"`` it is the mean of the
             loaded images; for ``"test"`` pass the training set's ``mean`` explicitly.
         mean: value to subtract when ``center=True`` (overrides the computed one).
         download: fetch the official archive (MD5-checked) when no complete copy is found.
@@ -185,7 +185,7 @@ def load_cifar10(
 
     Example:
         >>> train = load_cifar10(split="train", n=1000)      # doctest: +SKIP
-        >>> train.images.shape, train.labels.shape
+        >>> train.images.shape, train.labels.shape            # doctest: +SKIP
         (torch.Size([1000, 3, 32, 32]), torch.Size([1000]))
     """
     if split not in ("train", "test"):

@@ -1,6 +1,6 @@
 """Image tensors shared by the CIFAR-10 and CelebA loaders: the result type and the paper's preprocessing.
 
-Preprocessing (SPEC 6, "The CelebA setting"), in this order, on float images in [0, 1]:
+Preprocessing (Mathematics §6, "The CelebA setting"), in this order, on float images in [0, 1]:
 
 1. resize so the SHORT side equals ``size``: bilinear with antialiasing
    (``torch.nn.functional.interpolate(mode="bilinear", antialias=True, align_corners=False)``, the filter
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -31,7 +30,7 @@ class ImageData:
         images: (N, C, H, W) float32; values in [0, 1] minus ``mean``.
         labels: (N,) long class indices, or ``None`` (CelebA has no classes).
         mean: what was subtracted from every pixel: ``0.0`` when not centred, else one scalar (the training
-            set mean, SPEC 6) or a tensor broadcastable to ``images``.
+            set mean, Mathematics §6) or a tensor broadcastable to ``images``.
         scale: ``"[0,1]"`` or ``"[0,1]-mean"``: the value range before / after centring.
         names: file name of every image (CelebA) or the batch file's ``filenames`` entry (CIFAR-10).
         class_names: names of the label indices, or ``None``.
@@ -111,7 +110,7 @@ def to_grayscale(x: Tensor) -> Tensor:
 
 
 def preprocess(x: Tensor, size: int, grayscale: bool) -> Tensor:
-    """The paper's pipeline (SPEC 6) on (B, 3, H, W) float images in [0, 1]: resize -> crop -> grayscale.
+    """The paper's pipeline (Mathematics §6) on (B, 3, H, W) float images in [0, 1]: resize -> crop -> grayscale.
 
     Returns:
         (B, 1 or 3, size, size) float32.

@@ -1,6 +1,6 @@
 """Where data lives: root resolution, the project's data errors, natural sort.
 
-The data root is resolved once per call, in this order (DESIGN "Data"):
+The data root is resolved once per call, in this order:
 
 1. the explicit ``root`` argument,
 2. the ``KPE_DATA`` environment variable,
@@ -114,7 +114,7 @@ _DIGITS = re.compile(r"(\d+)")
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders digit runs by value: ``"2.jpg" < "10.jpg"`` (SPEC 6, "natural-sorted").
+    """Sort key that orders digit runs by value: ``"2.jpg" < "10.jpg"`` (Mathematics §6, "natural-sorted").
 
     Text runs compare case-insensitively; each part is tagged so text and numbers never compare
     (numbers first, as in common natural-sort tools: ``"9" < "10" < "a"``).

@@ -1,7 +1,7 @@
 """Two-dimensional toy distributions with exact samplers AND exact log-densities (chapter 1).
 
 Every distribution here is defined so that ``log_density`` is the exact log-density of the law that
-``sample`` draws from (no kernel-density estimate), which lets a chapter set per-sample KPE (SPEC 2)
+``sample`` draws from (no kernel-density estimate), which lets a chapter set per-sample KPE (Mathematics §2)
 against the true data density:
 
 - ``eight_gaussians``: equal mixture of 8 isotropic Gaussians on a circle (default radius 4, std 0.5);

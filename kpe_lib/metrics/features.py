@@ -1,6 +1,6 @@
-"""Feature spaces for the local-support analysis of SPEC 5.
+"""Feature spaces for the local-support analysis of Mathematics §5.
 
-SPEC 5 measures how densely the training set surrounds each generated sample in several feature spaces:
+Mathematics §5 measures how densely the training set surrounds each generated sample in several feature spaces:
 pixels, PCA, an autoencoder/VAE latent, a hand-made descriptor (HOG), Inception pool features and a
 classifier's penultimate layer. Each space here is a callable with a ``.name`` mapping images
 (N, C, H, W) to features (N, D); spaces that must be fitted take the training images at construction.
@@ -314,7 +314,7 @@ def _need(train: torch.Tensor | None, name: str) -> torch.Tensor:
 
 
 def feature_space(name: str, train: torch.Tensor | None = None, **kwargs: Any) -> FeatureSpace:
-    """Build a feature space by name (SPEC 5).
+    """Build a feature space by name (Mathematics §5).
 
     Args:
         name: one of "pixels", "pca", "hog", "autoencoder", "vae", "inception", "classifier".

@@ -1,10 +1,10 @@
-"""The memorised fraction F_mem (SPEC 5).
+"""The memorised fraction F_mem (Mathematics §5).
 
 For a generated sample, ``d1`` and ``d2`` are its L2 distances to the nearest and second-nearest training
 item; the sample counts as memorised when ``d1 / d2 < 1/3`` (it sits far closer to one training item than
 to any other).
 
-Which space: SPEC 5 says "in the model's own space (the reference uses mean-centred grayscale pixels)".
+Which space (Mathematics §5.1): the model's own space; the reference code uses mean-centred grayscale pixels.
 Subtracting one common mean from both sets leaves every L2 distance unchanged, so mean-centring is a no-op
 for d1/d2; what matters is the grayscale conversion. **[choice]** ``space="raw"`` (default) uses the tensors
 exactly as given, flattened: the project's data loaders already return the model's own space (for CelebA:
@@ -29,7 +29,7 @@ _LUMA = (0.299, 0.587, 0.114)
 
 @dataclass
 class MemorizationResult:
-    """F_mem with its bootstrap uncertainty and the per-sample evidence (SPEC 5).
+    """F_mem with its bootstrap uncertainty and the per-sample evidence (Mathematics §5).
 
     Attributes:
         value: fraction of generated samples with ``d1 / d2 < threshold``.
@@ -57,7 +57,7 @@ class MemorizationResult:
 
 
 def to_space(generated: torch.Tensor, train: torch.Tensor, space: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map both sets into the distance space of SPEC 5 and flatten them to (M, D) and (n, D).
+    """Map both sets into the distance space of Mathematics §5 and flatten them to (M, D) and (n, D).
 
     Args:
         generated: (M, ...) samples.
@@ -95,7 +95,7 @@ def to_space(generated: torch.Tensor, train: torch.Tensor, space: str) -> tuple[
 
 def gap_ratio(generated: torch.Tensor, train: torch.Tensor, space: str = "raw", chunk_size: int = 2048,
               dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Gap ratio d1/d2 of each generated sample to the training set (SPEC 5).
+    """Gap ratio d1/d2 of each generated sample to the training set (Mathematics §5).
 
     A sample with d2 = 0 coincides with a training item that appears at least twice; **[choice]** its ratio
     is 0 (an exact copy is memorised).
@@ -128,13 +128,13 @@ def _ratios(generated: torch.Tensor, train: torch.Tensor, space: str, chunk_size
 def memorization_fraction(generated: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3,
                           n_boot: int = 1000, seed: int = 0, space: str = "raw", chunk_size: int = 2048,
                           dtype: torch.dtype = torch.float64) -> MemorizationResult:
-    """F_mem: the fraction of generated samples with ``d1 / d2 < threshold`` (SPEC 5).
+    """F_mem: the fraction of generated samples with ``d1 / d2 < threshold`` (Mathematics §5).
 
     Args:
         generated: (M, ...) samples in the model's own space.
         train: (n, ...) the training set, same item shape.
-        threshold: memorisation threshold on d1/d2, in (0, 1]; SPEC 5 uses 1/3.
-        n_boot: bootstrap resamples for stderr and ci95 (SPEC 5: 1,000).
+        threshold: memorisation threshold on d1/d2, in (0, 1]; Mathematics §5 uses 1/3.
+        n_boot: bootstrap resamples for stderr and ci95 (Mathematics §5: 1,000).
         seed: bootstrap seed.
         space: "raw" or "gray_centered" (module docstring).
         chunk_size: queries per block of the neighbour search.

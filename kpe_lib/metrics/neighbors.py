@@ -1,6 +1,6 @@
-"""Exact k-nearest-neighbour search in L2, chunked over both sets (SPEC 5).
+"""Exact k-nearest-neighbour search in L2, chunked over both sets (Mathematics §5).
 
-Every metric of SPEC 5 that looks at distances (the memorisation gap ratio d1/d2, the kNN support, the
+Every metric of Mathematics §5 that looks at distances (the memorisation gap ratio d1/d2, the kNN support, the
 precision/recall manifolds) goes through :func:`nearest_neighbors`. Squared distances are computed by the
 ``||a||^2 - 2 <a, b> + ||b||^2`` trick (one matrix product per block), so a block of ``query_chunk x
 ref_chunk`` distances is the only large buffer, whatever the set sizes: 10,000 queries against 50,000

@@ -1,6 +1,6 @@
-"""Bootstrap uncertainty for the metrics of SPEC 5.
+"""Bootstrap uncertainty for the metrics of Mathematics §5.
 
-SPEC 5 asks for F_mem with a bootstrap standard error and 95% interval (1,000 resamples) and for Spearman
+Mathematics §5 asks for F_mem with a bootstrap standard error and 95% interval (1,000 resamples) and for Spearman
 rho between per-sample KPE and local support with a bootstrap interval. Both are the same recipe: resample
 the items with replacement (paired across arrays), recompute the statistic, report the standard deviation
 of the replicates (ddof = 1) and their percentile interval.
@@ -63,7 +63,7 @@ def bootstrap_ci(stat_fn: Callable[..., float], *arrays: np.ndarray | torch.Tens
     Args:
         stat_fn: ``stat_fn(*resampled_arrays) -> float``; it receives numpy arrays indexed along axis 0.
         *arrays: one or more arrays with the same length along axis 0 (torch tensors are converted).
-        n_boot: number of resamples (SPEC 5: 1,000).
+        n_boot: number of resamples (Mathematics §5: 1,000).
         seed: seed of the numpy generator that draws the resampling indices.
         level: coverage of the percentile interval, in (0, 1).
 
@@ -110,7 +110,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def spearman_with_ci(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> SpearmanResult:
-    """Spearman rho between two per-sample quantities with a paired bootstrap interval (SPEC 5).
+    """Spearman rho between two per-sample quantities with a paired bootstrap interval (Mathematics §5).
 
     Ties get average ranks (as scipy.stats.spearmanr), which matters inside bootstrap resamples where
     items repeat.

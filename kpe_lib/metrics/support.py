@@ -1,4 +1,4 @@
-"""Local training support of generated samples in a feature space (SPEC 5).
+"""Local training support of generated samples in a feature space (Mathematics §5).
 
 Two estimates of how densely the training set populates the neighbourhood of each generated sample:
 
@@ -13,7 +13,7 @@ Two estimates of how densely the training set populates the neighbourhood of eac
   Silverman ``factor = (n (d + 2) / 4)^(-1/(d+4))``; a float is ``h`` itself. On data whose covariance is
   isotropic this equals gaussian_kde exactly.
 
-SPEC 5 leaves k and the bandwidth open; k = 5 and Scott are the defaults here, recorded in ``rule``.
+Mathematics §5 leaves k and the bandwidth open; k = 5 and Scott are the defaults here, recorded in ``rule``.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def log_unit_ball_volume(d: int) -> float:
 
 def knn_support(query: torch.Tensor, ref: torch.Tensor, k: int = 5, chunk_size: int = 2048,
                 dtype: torch.dtype = torch.float64) -> SupportResult:
-    """kNN local support of each query among the reference (training) features (SPEC 5).
+    """kNN local support of each query among the reference (training) features (Mathematics §5).
 
     Args:
         query: (M, D) generated-sample features (or (M, ...) flattened).
@@ -81,12 +81,61 @@ def knn_support(query: torch.Tensor, ref: torch.Tensor, k: int = 5, chunk_size: 
                          mean_distance=nn.distances.mean(1), k=k)
 
 
-def kde_bandwidth(ref: torch.Tensor, bandwidth: str | float = "scott") -> float:
-    """The isotropic KDE kernel standard deviation h for a rule name or a given float (module docstring)."""
+def kde_bandwidth(ref: torch.Tensor, bandwidth: str | float = "scott", k: int = 5) -> float:
+    """The isotropic KDE kernel standard deviation h for a rule name or a given float.
+
+    Rules (the first two as in the module docstring, unchanged):
+
+    * ``"scott"``: ``h = sigma * n^(-1/(d+4))``, ``sigma^2 = trace(Cov) / d`` (ddof = 1).
+    * ``"silverman"``: ``h = sigma * (n (d + 2) / 4)^(-1/(d+4))``.
+    * ``"knn_median"``: ``h = median_i r_k(a_i)``, the median over the reference points of the distance
+      from ``a_i`` to its k-th nearest *other* reference point (the point itself is left out; exact
+      duplicates of it count as neighbours at distance 0). With an even number of points the median is
+      the mean of the two middle values (numpy's convention). Scott and Silverman shrink only like
+      ``n^(-1/(d+4))``, so in 32+ dimensions h stays near sigma while neighbour distances are about
+      ``sigma sqrt(2 d)``: the kernel then sees only the nearest training item and the KDE ranks queries
+      exactly as the 1-NN distance does. The knn_median h is on the scale of those neighbour distances,
+      so the KDE averages over several neighbours. Costs one exact all-pairs neighbour search of the
+      reference set (O(n^2 D), :func:`kpe_lib.metrics.neighbors.nearest_neighbors`, float64).
+
+    Args:
+        ref: (n, D) reference (training) features; n >= 2, and n >= k + 1 for ``"knn_median"``.
+        bandwidth: ``"scott"``, ``"silverman"``, ``"knn_median"``, or h itself as a positive float.
+        k: neighbour rank of ``"knn_median"`` (integer >= 1); ignored by the other rules.
+
+    Returns:
+        h > 0 as a float.
+
+    Raises:
+        ValueError: an unknown rule or non-positive float, fewer than 2 reference items, k not an integer
+            in [1, n - 1] for ``"knn_median"``, or a rule that gives h = 0 (constant or duplicated data).
+
+    Example:
+        >>> ref = torch.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]])
+        >>> kde_bandwidth(ref, "knn_median", k=1)   # nearest-other distances 1, 1, 2, 3, 4
+        2.0
+    """
     r = as_matrix(ref, "ref").to(torch.float64)
+    rules = BANDWIDTH_RULES + ("knn_median",)
+    if isinstance(bandwidth, str) and bandwidth == "knn_median":
+        n = r.shape[0]
+        if n < 2:
+            raise ValueError("a bandwidth rule needs at least 2 reference items")
+        check_positive_int(k, "k")
+        if k > n - 1:
+            raise ValueError(f"k must be <= n - 1 = {n - 1} (other reference items) for bandwidth='knn_median', "
+                             f"got {k}")
+        # the k+1 nearest include the point itself at distance 0, the smallest, so column k is the k-th other
+        nn = nearest_neighbors(r, r, k=k + 1, dtype=torch.float64)
+        dist = torch.sort(nn.distances[:, k]).values
+        h = float(dist[n // 2]) if n % 2 else float((dist[n // 2 - 1] + dist[n // 2]) / 2)
+        if h <= 0:
+            raise ValueError(f"the median distance to the k-th nearest other reference item is 0 (k = {k}, "
+                             "duplicated data); raise k or give bandwidth as a positive float")
+        return h
     if isinstance(bandwidth, str):
         if bandwidth not in BANDWIDTH_RULES:
-            raise ValueError(f"bandwidth must be one of {BANDWIDTH_RULES} or a positive float, got {bandwidth!r}")
+            raise ValueError(f"bandwidth must be one of {rules} or a positive float, got {bandwidth!r}")
         n, d = r.shape
         if n < 2:
             raise ValueError("a bandwidth rule needs at least 2 reference items")
@@ -97,13 +146,13 @@ def kde_bandwidth(ref: torch.Tensor, bandwidth: str | float = "scott") -> float:
             raise ValueError("the reference features have zero variance; give bandwidth as a positive float")
         return h
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
-        raise ValueError(f"bandwidth must be one of {BANDWIDTH_RULES} or a positive float, got {bandwidth!r}")
+        raise ValueError(f"bandwidth must be one of {rules} or a positive float, got {bandwidth!r}")
     return float(bandwidth)
 
 
 def kde_support(query: torch.Tensor, ref: torch.Tensor, bandwidth: str | float = "scott", chunk_size: int = 2048
                 ) -> SupportResult:
-    """Gaussian-KDE log density of each query under the reference (training) features (SPEC 5).
+    """Gaussian-KDE log density of each query under the reference (training) features (Mathematics §5).
 
     The log-sum-exp is streamed over chunks of ``2 * chunk_size`` reference items, in float64.
 

@@ -1,4 +1,4 @@
-"""A small CNN image classifier: semantic scores and penultimate-layer features (SPEC 5).
+"""A small CNN image classifier: semantic scores and penultimate-layer features (Mathematics §5).
 
 Where CLIP is not available, the book measures semantic strength with a classifier trained on the same
 data (score ``log p(y | x)``, margin ``logit_y - max_{k != y} logit_k``), and uses its penultimate

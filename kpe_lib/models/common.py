@@ -1,6 +1,6 @@
 """Pieces shared by the models: time handling, the sinusoidal embedding, a describe line.
 
-Every flow model follows the project's velocity convention (SPEC 1): ``v(x, t, **extras)``
+Every flow model follows the project's velocity convention (Mathematics §1): ``v(x, t, **extras)``
 with ``x`` of shape (B, ...) and ``t`` a float scalar or a tensor of shape () or (B,),
 t = 0 noise and t = 1 data.
 """
@@ -14,7 +14,7 @@ from torch import nn
 
 TIME_SCALE = 1000.0
 """Continuous t in [0, 1] is multiplied by this before the sinusoid, so the embedding sees
-the same range of phases as a DDPM model fed integer steps 0..999 (SPEC 1 [choice])."""
+the same range of phases as a DDPM model fed integer steps 0..999 (Mathematics §1 [choice])."""
 
 
 def expand_time(t: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""A time-conditioned MLP velocity field for the 2D chapters (SPEC 1)."""
+"""A time-conditioned MLP velocity field for the 2D chapters (Mathematics §1)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""The DDPM-style UNet velocity field of SPEC 6 (the CelebA / CIFAR-10 chapters).
+"""The DDPM-style UNet velocity field of Mathematics §6 (the CelebA / CIFAR-10 chapters).
 
 Layout (Ho et al. 2020, as in the paper's reference code): a 3x3 input convolution; per resolution
 level ``num_res_blocks`` residual blocks (plus self-attention on the levels in ``attn_levels``) and a
@@ -73,7 +73,7 @@ class Block(nn.Module):
 
 
 class UNet(Described):
-    """DDPM-style UNet ``v_theta(x, t, y)`` for images (B, C, H, W), SPEC 6.
+    """DDPM-style UNet ``v_theta(x, t, y)`` for images (B, C, H, W), Mathematics §6.
 
     Time: continuous t in [0, 1] is multiplied by 1000 (``TIME_SCALE``), embedded by a W-wide sinusoid,
     then Linear(W, 4W)-SiLU-Linear(4W, 4W). Class conditioning (``num_classes`` = K): a learned

@@ -1,5 +1,5 @@
 """Training of the companion's networks: the CFM loss, the flow-matching loop with EMA and checkpoints,
-a configuration-keyed model cache, and the image classifier used for semantic scores (SPEC 1, SPEC 5)."""
+a configuration-keyed model cache, and the image classifier used for semantic scores (Mathematics §1, §5)."""
 from kpe_lib.training.cache import cache_key, cached_model, default_cache_dir
 from kpe_lib.training.checkpoint import CheckpointError, data_fingerprint
 from kpe_lib.training.classifier import ClassifierResult, ClassifierTrainConfig, train_classifier

@@ -1,4 +1,4 @@
-"""A disk cache of trained flow models keyed by their full configuration (DESIGN: "Scales").
+"""A disk cache of trained flow models keyed by their full configuration.
 
 Layout: ``<cache_dir>/<name>-<key>/step<S>.pt`` where ``key`` hashes the model config, the train config
 without its run-length fields, and the data fingerprint. Every requested step count S leaves a finished

@@ -1,4 +1,4 @@
-"""Training (and caching) of the image classifier behind the semantic scores and features (SPEC 5)."""
+"""Training (and caching) of the image classifier behind the semantic scores and features (Mathematics §5)."""
 from __future__ import annotations
 
 import dataclasses

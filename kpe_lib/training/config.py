@@ -1,4 +1,4 @@
-"""Configuration and result records of flow-matching training (SPEC 1)."""
+"""Configuration and result records of flow-matching training (Mathematics §1)."""
 from __future__ import annotations
 
 import dataclasses

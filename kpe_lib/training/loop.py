@@ -1,4 +1,4 @@
-"""Flow-matching training: Adam, EMA, gradient clipping, seeded batches, checkpoint and resume (SPEC 1).
+"""Flow-matching training: Adam, EMA, gradient clipping, seeded batches, checkpoint and resume (Mathematics §1).
 
 Determinism: one ``torch.Generator`` (CPU, seeded by ``config.seed``) draws the batch permutations, the
 times t ~ U[0, 1], the noise x0 ~ N(0, I) and the label dropout; the global RNG, which dropout layers use,
@@ -69,7 +69,7 @@ def train_flow_matching(model: nn.Module, data: torch.Tensor, labels: torch.Tens
                         config: TrainConfig | None = None, checkpoint: str | Path | None = None,
                         progress: bool = True, callback: Callable[[int, float], None] | None = None,
                         device: str | torch.device | None = None) -> TrainResult:
-    """Train ``model`` with the CFM loss on the linear path, x_t = (1 - t) x0 + t x1 (SPEC 1).
+    """Train ``model`` with the CFM loss on the linear path, x_t = (1 - t) x0 + t x1 (Mathematics §1).
 
     Args:
         model: a velocity ``model(x, t)`` (or ``model(x, t, y=labels)`` when labels are given); trained in

@@ -1,4 +1,4 @@
-"""The conditional flow matching loss on the linear path (SPEC 1)."""
+"""The conditional flow matching loss on the linear path (Mathematics §1)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -10,7 +10,7 @@ def cfm_loss(velocity: Callable[..., torch.Tensor], x1: torch.Tensor, x0: torch.
              reduction: str = "mean", **extras: Any) -> torch.Tensor:
     """``|| v(x_t, t) - (x1 - x0) ||^2`` with ``x_t = (1 - t) x0 + t x1``, per coordinate.
 
-    The squared error is averaged over coordinates (the SPEC 1 loss divided by the dimension d, the usual
+    The squared error is averaged over coordinates (the Mathematics §1 loss divided by the dimension d, the usual
     MSE scale: a loss of 0.09 means 0.09 per pixel), then over the batch.
 
     Args:

@@ -1,11 +1,11 @@
-"""CLIP score and margin of generated images, from LOCAL weights (SPEC 5, the paper's semantic strength).
+"""CLIP score and margin of generated images, from LOCAL weights (Mathematics §5, the paper's semantic strength).
 
 score  = 100 * cos(image embedding, text embedding of "a photo of a {true class}")
 margin = score - max over the other classes of the same score
 
-The scoring math is ``kpe_lib.metrics.semantic.clip_scores_from_embeddings``; this module supplies the two
-encoders behind one small interface (:class:`ClipEncoders`) so that the real CLIP and a tiny stand-in run
-through the same :class:`ClipSemantics`:
+The scoring (``kpe_lib.metrics.semantic.ClipSemantics``) lives with the metrics; this module supplies the
+two encoders behind one small interface (:class:`ClipEncoders`) so that the real CLIP and a tiny stand-in
+run through the same scorer:
 
 - :func:`load_clip_encoders`: a local ``transformers`` folder (``save_pretrained`` layout, or a hub snapshot
   folder such as ``openai/clip-vit-large-patch14``) or a local ``open_clip`` checkpoint file (with its
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpe_lib.metrics.semantic import DEFAULT_PROMPT, SemanticResult, clip_scores_from_embeddings
 
-__all__ = ["ClipEncoders", "ClipSemantics", "TinyClipEncoders", "load_clip_encoders", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["ClipEncoders", "TinyClipEncoders", "load_clip_encoders", "clip_preprocess", "as_embedding",
+           "CLIP_MEAN", "CLIP_STD"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -71,57 +71,7 @@ def clip_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-class ClipSemantics:
-    """CLIP score and margin of images against "a photo of a {class}" prompts: ``(images, labels) ->
-    SemanticResult`` (SPEC 5).
-
-    Args:
-        encoders: any :class:`ClipEncoders` (real CLIP from :func:`load_clip_encoders` or the tiny stand-in).
-        class_names: the K class names (K >= 2).
-        prompt: template with one ``{}``.
-        batch_size: images per encoder call.
-        device: where the encoders run (images are moved there).
-
-    Example:
-        >>> scorer = ClipSemantics(TinyClipEncoders(seed=0), ["cat", "dog"])
-        >>> scorer(torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 0])).score.shape
-        torch.Size([3])
-    """
-
-    def __init__(self, encoders: ClipEncoders, class_names: Sequence[str], prompt: str = DEFAULT_PROMPT,
-                 batch_size: int = 64, device: str | torch.device = "cpu") -> None:
-        if len(class_names) < 2:
-            raise ValueError(f"class_names needs at least 2 names; got {len(class_names)}")
-        if prompt.count("{}") != 1:
-            raise ValueError(f"prompt must contain exactly one '{{}}'; got {prompt!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        self.encoders, self.class_names, self.prompt = encoders, list(class_names), prompt
-        self.batch_size, self.device = batch_size, torch.device(device)
-        self.prompts = [prompt.format(c) for c in self.class_names]
-        with torch.no_grad():
-            self.text_embeds = _as_tensor(encoders.encode_text(self.prompts)).float().cpu()
-
-    @property
-    def backend(self) -> str:
-        return f"clip:{self.encoders.name}"
-
-    @torch.no_grad()
-    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) images in [0, 1] -> (N, E) image embeddings (CPU, float32)."""
-        size = int(self.encoders.image_size)
-        return torch.cat([
-            _as_tensor(self.encoders.encode_image(clip_preprocess(images[s:s + self.batch_size].to(self.device),
-                                                                  size))).float().cpu()
-            for s in range(0, images.shape[0], self.batch_size)])
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> SemanticResult:
-        """Score ``images`` (N, C, H, W) in [0, 1] whose intended classes are ``labels`` (N,)."""
-        labels = torch.as_tensor(labels).long().cpu()
-        return clip_scores_from_embeddings(self.image_embeds(images), self.text_embeds, labels, backend=self.backend)
-
-
-def _as_tensor(out: Any) -> torch.Tensor:
+def as_embedding(out: Any) -> torch.Tensor:
     """transformers may return a model-output object instead of a tensor; take its pooled embedding."""
     if isinstance(out, torch.Tensor):
         return out
@@ -176,11 +126,11 @@ class _TransformersClip:
         self.image_size = int(self.model.config.vision_config.image_size)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _as_tensor(self.model.get_image_features(pixel_values=pixels))
+        return as_embedding(self.model.get_image_features(pixel_values=pixels))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
-        return _as_tensor(self.model.get_text_features(**tokens))
+        return as_embedding(self.model.get_text_features(**tokens))
 
 
 class _OpenClip:

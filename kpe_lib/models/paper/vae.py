@@ -1,4 +1,4 @@
-"""The Stable Diffusion VAE decoder: SiT latents (B, 4, 32, 32) -> images (B, 3, 256, 256) in [0, 1] (SPEC 6).
+"""The Stable Diffusion VAE decoder: SiT latents (B, 4, 32, 32) -> images (B, 3, 256, 256) in [0, 1] (Mathematics §6).
 
 SiT-XL/2 generates in the latent space of the Stable Diffusion autoencoder (``stabilityai/sd-vae-ft-ema`` or
 ``-mse``): latents are the encoder's output times the scaling factor 0.18215, so decoding divides by it first.

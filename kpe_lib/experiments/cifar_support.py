@@ -1,18 +1,18 @@
-"""Kinetic path energy against local training support: the correlation table (SPEC 5, 6).
+"""Kinetic path energy against local training support: the correlation table (Mathematics §5, 6).
 
-The paper's CIFAR-10 claim (SPEC 6): at NFE 150, per-sample KPE is rank-correlated with the local
+The paper's CIFAR-10 claim (Mathematics §6): at NFE 150, per-sample KPE is rank-correlated with the local
 density of the training set around the generated sample, Spearman rho ~ -0.65 with a kNN estimate and
 -0.64 with a KDE, strongest in VAE-latent and descriptor spaces: high-energy trajectories land where
 the training data is sparse. This module turns per-sample KPE and the features of samples and training
 items into that table, one row per feature space x estimator x estimator setting.
 
-Choices the paper leaves open (SPEC 6, "What is not public"), made here and recorded in every row:
+Choices the paper leaves open (Mathematics §6, "What is not public"), made here and recorded in every row:
 
 * **[choice]** kNN support = ``log(k / (n V_d r_k^d))`` with r_k the distance to the k-th nearest
   training item (``kpe_lib.metrics.knn_support``); k = 5 unless told.
 * **[choice]** KDE support = isotropic Gaussian KDE log density with bandwidth ``h = factor * rule(ref)``,
   rule = Scott by default (``kpe_lib.metrics.kde_bandwidth``), factor 1 unless told.
-* KPE groups (the lowest and highest share of the samples by KPE) come from :mod:`kpe_lib.kpe_groups`.
+* KPE groups (the lowest and highest share of the samples by KPE) come from :mod:`kpe_lib.metrics.groups`.
 
 Example:
     >>> import torch
@@ -187,7 +187,7 @@ def support_correlations(kpe: torch.Tensor | np.ndarray, spaces: Sequence[SpaceF
 
     For each space, the log support of every generated sample is estimated from the training features
     by kNN (one row per k in ``ks``) and by Gaussian KDE (one row per factor in ``bandwidth_factors``,
-    bandwidth ``factor * bandwidth_rule(ref)``); each is rank-correlated with the KPE (SPEC 5). The
+    bandwidth ``factor * bandwidth_rule(ref)``); each is rank-correlated with the KPE (Mathematics §5). The
     first k and the first factor are the *primary* settings that :meth:`SupportStudy.rho` and
     :meth:`SupportStudy.summary` report. A negative rho means high-KPE samples sit where the training
     data is sparse, the paper's claim.
@@ -198,7 +198,7 @@ def support_correlations(kpe: torch.Tensor | np.ndarray, spaces: Sequence[SpaceF
         ks: kNN neighbour ranks; empty to skip kNN.
         bandwidth_factors: multiples of the rule's bandwidth; empty to skip the KDE.
         bandwidth_rule: ``"scott"`` or ``"silverman"`` (isotropic, ``kpe_lib.metrics.kde_bandwidth``).
-        n_boot: bootstrap resamples per row (SPEC 5: 1,000).
+        n_boot: bootstrap resamples per row (Mathematics §5: 1,000).
         seed: bootstrap seed (the same resampling indices for every row).
         level: interval coverage.
 

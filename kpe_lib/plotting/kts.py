@@ -12,13 +12,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from kpe_lib.plotting import GROUP_COLORS, make_grid
+from kpe_lib.plotting.common import GROUP_COLORS, axes_or_new, make_grid
 
 __all__ = ["fmem_steps_plot", "pareto_plot", "place_labels", "form_heatmap", "paired_bars", "neighbor_pairs"]
-
-
-def _ax(ax: Axes | None) -> Axes:
-    return ax if ax is not None else plt.figure().add_subplot()
 
 
 def fmem_steps_plot(steps: Sequence[int], fmem_pct: Sequence[float], ci_pct: Sequence[tuple[float, float]],
@@ -37,7 +33,7 @@ def fmem_steps_plot(steps: Sequence[int], fmem_pct: Sequence[float], ci_pct: Seq
     if not (s.shape == f.shape == ci[:, 0].shape):
         raise ValueError(f"steps, fmem_pct and ci_pct need one entry per checkpoint, got {s.shape}, {f.shape}, "
                          f"{ci.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     ax.errorbar(s, f, yerr=[f - ci[:, 0], ci[:, 1] - f], marker="o", capsize=3, color=GROUP_COLORS["FM"],
                 label=r"$F_{mem}$ (FM, 95% bootstrap interval)")
     ax.set_xlabel("training steps")
@@ -112,7 +108,7 @@ def pareto_plot(fid: Sequence[float], fmem_pct: Sequence[float], labels: Sequenc
     x, y = np.asarray(fid, float), np.asarray(fmem_pct, float)
     if not (x.shape == y.shape == (len(labels),) == (len(groups),)):
         raise ValueError("fid, fmem_pct, labels and groups must have one entry per configuration")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     palette = plt.get_cmap("tab10")
     for j, g in enumerate(dict.fromkeys(groups)):
         m = np.array([gg == g for gg in groups])
@@ -143,7 +139,7 @@ def form_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], a
     v = np.asarray(values, float)
     if v.shape != (len(rows), len(cols)):
         raise ValueError(f"values must have shape ({len(rows)}, {len(cols)}), got {v.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     finite = v[np.isfinite(v)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     norm = None
@@ -173,7 +169,7 @@ def paired_bars(cells: Sequence[str], series: Mapping[str, Sequence[float]],
     n, k = len(cells), len(names)
     if any(len(series[s]) != n for s in names):
         raise ValueError("every series needs one value per cell")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     width = 0.8 / max(k, 1)
     pos = np.arange(n)
     for j, s in enumerate(names):
@@ -202,7 +198,7 @@ def neighbor_pairs(samples: np.ndarray, neighbors: np.ndarray, memorized: Sequen
         raise ValueError(f"samples and neighbors must share a shape (M, C, H, W) and memorized be (M,), got "
                          f"{s.shape}, {nb.shape}, {mem.shape}")
     m, _, h, w = s.shape
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     grid = make_grid(np.concatenate([s, nb]), nrow=m, padding=padding)
     if grid.shape[2] == 1:
         ax.imshow(grid[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -10,13 +10,15 @@ import inspect
 from pathlib import Path
 
 from kpe_lib._files import atomic_write_text
-from kpe_lib.scoreboard import VERDICTS, scoreboard
+from kpe_lib.book.scales import SCALES
+from kpe_lib.book.scoreboard import VERDICTS, scoreboard
 
-SCALE_ORDER = ("cpu", "paper", "smoke")
+SCALE_ORDER = ("cpu", "paper", "smoke")  # the book shows its own scale first
 API_MODULES = (
     "kpe_lib", "kpe_lib.grids", "kpe_lib.shaping", "kpe_lib.sampling", "kpe_lib.solvers", "kpe_lib.closed_form",
-    "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate", "kpe_lib.data", "kpe_lib.models",
-    "kpe_lib.training", "kpe_lib.metrics", "kpe_lib.scoreboard",
+    "kpe_lib.mixture_velocity", "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate",
+    "kpe_lib.energy_aware", "kpe_lib.data", "kpe_lib.models", "kpe_lib.training", "kpe_lib.metrics",
+    "kpe_lib.plotting", "kpe_lib.book.scoreboard",
 )
 
 
@@ -28,7 +30,7 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
     """The scoreboard page: one table per scale plus a verdict count."""
     entries = scoreboard(results_dir, SCALE_ORDER)
     lines = ["# Reproduction scoreboard", "",
-             "Every headline number of the paper (SPEC 6) beside this project's, per scale, generated from "
+             "Every headline number of the paper (Mathematics §6) beside this project's, per scale, generated from "
              "`results/<scale>/*.json` by the main build. Verdicts: *reproduced in magnitude* (direction holds and "
              "the number is within the row's tolerance of the paper's), *reproduced in direction*, "
              "*direction only, not significant* (the evidence column's p-value or 95% interval of the change does "
@@ -59,7 +61,7 @@ def parameters_markdown(root: str | Path) -> str:
 
     root = Path(root)
     params = {}
-    for scale in ("smoke", "cpu", "paper"):
+    for scale in SCALES:
         path = root / "notebooks" / "params" / f"{scale}.yml"
         params[scale] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
     names = list(dict.fromkeys(k for scale in params.values() for k in scale))
@@ -69,7 +71,7 @@ def parameters_markdown(root: str | Path) -> str:
              "| parameter | smoke | cpu | paper |", "|---|---|---|---|"]
     for name in names:
         lines.append(f"| `{name}` | " + " | ".join(
-            f"`{_cell(params[s].get(name, '-'))}`" for s in ("smoke", "cpu", "paper")) + " |")
+            f"`{_cell(params[s].get(name, '-'))}`" for s in SCALES) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +89,7 @@ def _public_members(module) -> list[tuple[str, object]]:
 def api_markdown(modules: tuple[str, ...] = API_MODULES) -> str:
     """The API reference: every public class and function of ``modules`` with signature and docstring."""
     lines = ["# API reference", "", "Generated from the docstrings of `kpe_lib` by the main build. "
-             "Section numbers such as SPEC 2 refer to the project's specification of the paper's math.", ""]
+             "Section numbers such as Mathematics §2 refer to the project's specification of the paper's math.", ""]
     seen: set[int] = set()
     for name in modules:
         module = importlib.import_module(name)

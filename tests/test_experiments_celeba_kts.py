@@ -1,10 +1,10 @@
-"""The KTS benchmark helpers against closed-form oracles (kpe_lib.kts_benchmark)."""
+"""The KTS benchmark helpers against closed-form oracles (kpe_lib.experiments.celeba_kts)."""
 import numpy as np
 import pytest
 import torch
 
 from kpe_lib import KTS
-from kpe_lib.kts_benchmark import (SamplerSpec, paired_fid_change, paired_fmem_change, pareto_mask, run_config, subset,
+from kpe_lib.experiments.celeba_kts import (SamplerSpec, paired_fid_change, paired_fmem_change, pareto_mask, run_config, subset,
                                    summary_row, to_unit_range)
 from kpe_lib.metrics import FrechetReference, feature_statistics, frechet_distance, memorization_fraction
 

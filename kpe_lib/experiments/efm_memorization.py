@@ -1,7 +1,7 @@
 """Analysis of the empirical flow matching (EFM) closed form: the terminal spike, posterior collapse,
-KTS against memorisation, late energy as a detector, and the energy-density relation (SPEC 2-5).
+KTS against memorisation, late energy as a detector, and the energy-density relation (Mathematics §2-5).
 
-Everything here follows from the closed form of SPEC 4,
+Everything here follows from the closed form of Mathematics §4,
 ``v*(x, t) = sum_i w_i (a_i - x) / (1 - t)`` with posterior weights ``w_i``:
 
 * **Speed envelope.** ``v*`` is a convex combination of ``(a_i - x) / (1 - t)``, so
@@ -35,10 +35,9 @@ import torch
 from kpe_lib.closed_form import EmpiricalVelocity
 from kpe_lib.grids import validate_grid
 from kpe_lib.metrics.neighbors import squared_distances
-from kpe_lib.metrics.stats import bootstrap_ci
 
 __all__ = ["displacement_factors", "CollapsedPath", "collapsed_path", "predicted_memorized", "PathDiagnostics", "path_diagnostics", "StateRecorder",
-           "commit_time", "roc_auc", "DetectorResult", "detector_auroc", "shell_points", "AffineFit",
+           "commit_time", "shell_points", "AffineFit",
            "DominanceData", "dominance_data", "dominance_fit", "log_normalizer"]
 
 Gain = Callable[[float], float]
@@ -49,7 +48,7 @@ def _eta(gain: Gain | None, t: float) -> float:
 
 
 def displacement_factors(grid: torch.Tensor, gain: Gain | None = None, start: int = 0) -> torch.Tensor:
-    """Factors by which shaped Euler shrinks the displacement to a collapsed atom (SPEC 3, SPEC 4).
+    """Factors by which shaped Euler shrinks the displacement to a collapsed atom (Mathematics §3, §4).
 
     For the linear field ``v = (a - x) / (1 - t)`` the shaped Euler update gives
     ``e_{i+1} = (1 - eta(t_i) dt_i / (1 - t_i)) e_i`` for ``e = a - x``.
@@ -117,7 +116,7 @@ def collapsed_path(distance_start: torch.Tensor, grid: torch.Tensor, gain: Gain 
 
 def predicted_memorized(distance_start: torch.Tensor, atom_gap: torch.Tensor, factor: float,
                         threshold: float = 1.0 / 3.0) -> torch.Tensor:
-    """Predict the F_mem verdict of collapsed paths from the landing's displacement factor (SPEC 5).
+    """Predict the F_mem verdict of collapsed paths from the landing's displacement factor (Mathematics §5).
 
     A collapsed path ends at ``x = a_k + e`` with ``||e|| = |factor| * distance_start``
     (``displacement_factors(...)[-1]``). In high dimension ``e`` is nearly orthogonal to the gap to the next
@@ -141,7 +140,7 @@ def predicted_memorized(distance_start: torch.Tensor, atom_gap: torch.Tensor, fa
 
 @dataclass
 class PathDiagnostics:
-    """The closed form evaluated along sampled paths (SPEC 4), every ``every``-th step.
+    """The closed form evaluated along sampled paths (Mathematics §4), every ``every``-th step.
 
     Attributes:
         t: times (K,).
@@ -162,7 +161,7 @@ class PathDiagnostics:
 
 def path_diagnostics(efm: EmpiricalVelocity, states: torch.Tensor, times: torch.Tensor | Sequence[float]
                      ) -> PathDiagnostics:
-    """Speed, its envelope and the posterior weights at states recorded along paths (SPEC 4).
+    """Speed, its envelope and the posterior weights at states recorded along paths (Mathematics §4).
 
     Args:
         efm: the closed form the paths were sampled with.
@@ -261,64 +260,11 @@ def commit_time(max_weight: torch.Tensor, t: torch.Tensor, threshold: float = 0.
     return torch.where(hit.any(0), tt[first], torch.ones_like(tt[first]))
 
 
-def roc_auc(scores: torch.Tensor | np.ndarray, positive: torch.Tensor | np.ndarray) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties counted 1/2.
-
-    Computed as the Mann-Whitney U statistic from average ranks.
-
-    Args:
-        scores: (M,) detector scores (higher means "positive").
-        positive: (M,) bool labels.
-
-    Returns:
-        AUROC in [0, 1]; NaN when one class is empty.
-    """
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
-    y = np.asarray(positive.detach().cpu() if isinstance(positive, torch.Tensor) else positive).astype(bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores and positive must have the same length, got {s.shape} and {y.shape}")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    from scipy.stats import rankdata
-
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-@dataclass
-class DetectorResult:
-    """AUROC of a score for telling positives (e.g. memorised samples) from the rest.
-
-    Attributes:
-        auroc: on all samples.
-        stderr: bootstrap standard error.
-        ci95: percentile bootstrap interval.
-        n_pos: number of positives.
-        n_neg: number of negatives.
-    """
-
-    auroc: float
-    stderr: float
-    ci95: tuple[float, float]
-    n_pos: int
-    n_neg: int
-
-
-def detector_auroc(scores: torch.Tensor, positive: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> DetectorResult:
-    """AUROC with a paired bootstrap interval (resamples with one class missing are dropped)."""
-    s = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64)
-    y = np.asarray(torch.as_tensor(positive).detach().cpu()).astype(bool)
-    boot = bootstrap_ci(lambda a, b: roc_auc(a, b), s, y, n_boot=n_boot, seed=seed)
-    return DetectorResult(auroc=roc_auc(s, y), stderr=boot.stderr, ci95=boot.ci, n_pos=int(y.sum()),
-                          n_neg=int((~y).sum()))
-
-
 def shell_points(train: torch.Tensor, t: float, n_points: int, noise_scale: tuple[float, float] = (1.0, 1.0),
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``x = t a_k + (1 - t) lam eps`` around random atoms, ``eps ~ N(0, I)``, ``lam ~ U(noise_scale)``.
 
-    ``noise_scale = (1, 1)`` draws exactly from the bridge marginal ``p_t`` (SPEC 4); a wider range adds
+    ``noise_scale = (1, 1)`` draws exactly from the bridge marginal ``p_t`` (Mathematics §4); a wider range adds
     denser (lam < 1) and sparser (lam > 1) shells, spreading ``-log p_t`` for the dominance fit.
 
     Returns:

@@ -1,16 +1,16 @@
-"""The two settings of the semantics chapter behind one interface (SPEC 5, SPEC 6).
+"""The two settings of the semantics chapter behind one interface (Mathematics §5, §6).
 
 The paper measures semantic strength of a class-conditional ImageNet-256 latent flow model (SiT-XL/2
 family, CFG 1.5) by CLIP score and margin. The companion runs the same analysis at two scales:
 
 - ``cifar``: a class-conditional UNet trained on CIFAR-10 (pixel space) and a classifier trained on the
-  same data; semantic score ``log p(y | x)`` and margin ``logit_y - max_{k != y} logit_k`` (SPEC 5's
+  same data; semantic score ``log p(y | x)`` and margin ``logit_y - max_{k != y} logit_k`` (Mathematics §5's
   classifier analogue of CLIP);
 - ``sit``: the paper-scale latent transformer, the Stable Diffusion VAE decoder and CLIP
   (``kpe_lib.models.paper``).
 
 A :class:`SemanticBackend` bundles what the chapter needs from either: the network and its guidance
-wrapper (for ``kpe_lib.guided_sampling.sample_guided``), the shape of one noise sample in the model's
+wrapper (for ``kpe_lib.models.guidance.sample_guided``), the shape of one noise sample in the model's
 space (where the sampler runs and where KPE is measured: pixels or VAE latents), the map from model space
 to images in [0, 1], and the semantic scorer.
 
@@ -78,7 +78,7 @@ def unit_from_symmetric(x: torch.Tensor) -> torch.Tensor:
 
 def classifier_semantics(classifier: nn.Module, batch_size: int = 512
                          ) -> Callable[[torch.Tensor, torch.Tensor], SemanticResult]:
-    """A scorer ``(images, labels) -> SemanticResult`` from a classifier's logits (SPEC 5).
+    """A scorer ``(images, labels) -> SemanticResult`` from a classifier's logits (Mathematics §5).
 
     Args:
         classifier: ``classifier(images) -> logits (B, K)``, fed images as it was trained on them.
@@ -125,7 +125,7 @@ def cifar_backend(model: nn.Module, classifier: nn.Module, class_names: Sequence
 
 
 def paper_backend(pipeline: Any) -> SemanticBackend:
-    """The paper-scale backend from a ``kpe_lib.models.paper.PaperPipeline`` (SiT + SD-VAE decoder + CLIP).
+    """The paper-scale backend from a ``kpe_lib.experiments.semantics_guidance.paper_pipeline.PaperPipeline`` (SiT + SD-VAE decoder + CLIP).
 
     The sampler runs, and KPE is measured, in the VAE latent space (``pipeline.sample_shape``, 4 x 32 x 32
     for SiT-XL/2); images come from the VAE decoder and the semantics from CLIP.
@@ -137,7 +137,7 @@ def paper_backend(pipeline: Any) -> SemanticBackend:
               "score_name", "margin_name")
     missing = [f for f in needed if not hasattr(pipeline, f)]
     if missing:
-        raise ValueError(f"pipeline lacks {missing}; expected a kpe_lib.models.paper.PaperPipeline")
+        raise ValueError(f"pipeline lacks {missing}; expected a kpe_lib.experiments.semantics_guidance.paper_pipeline.PaperPipeline")
     protocol = {"ema": True, **dict(getattr(pipeline, "protocol", {}) or {})}  # released SiT weights are EMA
     return SemanticBackend(
         name=pipeline.name, model=pipeline.model, guide=pipeline.guide, sample_shape=tuple(pipeline.sample_shape),
@@ -149,7 +149,7 @@ def paper_backend(pipeline: Any) -> SemanticBackend:
 def load_reference_batch(path: str | os.PathLike | None, n: int | None = None, key: str = "arr_0") -> torch.Tensor:
     """Images of an ADM-style reference batch (``.npz`` with uint8 images (N, H, W, 3) under ``key``).
 
-    The paper-scale FID reference of the semantics chapter (SPEC 5 protocol, ImageNet-256): the file is
+    The paper-scale FID reference of the semantics chapter (Mathematics §5 protocol, ImageNet-256): the file is
     read locally, never downloaded.
 
     Args:

@@ -1,7 +1,7 @@
-"""Low- versus high-KPE groups of samples and the test of their difference (SPEC 5, SPEC 6).
+"""Low- versus high-KPE groups of samples and the test of their difference (Mathematics §5, §6).
 
 The paper compares the semantic strength (CLIP score and margin) of "low-KPE" and "high-KPE" samples of
-one class-conditional model, but does not say how the groups are cut (SPEC 6, "What is not public").
+one class-conditional model, but does not say how the groups are cut (Mathematics §6, "What is not public").
 **[choice]** this module cuts by quantiles of the per-sample KPE: the default ``"thirds"`` puts the bottom
 third in the low group and the top third in the high group and leaves the middle third out. Optional
 strata (e.g. the class label) cut within each stratum, so that a class whose samples all have a high KPE

@@ -1,8 +1,8 @@
-"""The book's figures: one style and the plots every chapter reuses.
+"""The book's figure style and the plots every chapter reuses.
 
 Each function draws into a given matplotlib ``Axes`` (or a new one) and returns it, so chapters can
 compose panels freely. Inputs are tensors or arrays with the shapes in the docstrings; quantities are
-named after the paper's (KPE, per-step energy ``e_i``, gain ``eta(t)``; SPEC 2-3).
+named after the paper's (KPE, per-step energy ``e_i``, gain ``eta(t)``; Mathematics §2-3).
 
 Example:
     >>> import torch
@@ -28,7 +28,7 @@ from kpe_lib._files import atomic_path
 
 __all__ = ["BOOK_STYLE", "GROUP_COLORS", "set_book_style", "trajectory_plot", "kpe_distribution_plot",
            "noise_map_plot", "energy_profile_plot", "gain_plot", "support_scatter", "make_grid",
-           "image_grid", "save_figure"]
+           "image_grid", "save_figure", "as_numpy", "axes_or_new"]
 
 #: rcParams of the book: local fonts only (DejaVu ships with matplotlib), light grid, no top/right spines.
 BOOK_STYLE: dict = {
@@ -42,13 +42,15 @@ GROUP_COLORS = {"low KPE": "#1b9e77", "high KPE": "#d95f02", "FM": "#4c72b0", "K
                 "EFM": "#8172b3", "model": "#4c72b0"}
 
 
-def _np(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
+    """A tensor (moved to the CPU, floats as float64) or array-like as a numpy array."""
     if hasattr(x, "detach"):
         x = x.detach().to("cpu").double().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
     return np.asarray(x)
 
 
-def _ax(ax: Axes | None) -> Axes:
+def axes_or_new(ax: Axes | None) -> Axes:
+    """``ax`` itself, or the axes of a new figure when None."""
     return ax if ax is not None else plt.figure().add_subplot()
 
 
@@ -78,19 +80,19 @@ def trajectory_plot(trajectory, values=None, ax: Axes | None = None, max_paths: 
     Returns:
         The Axes; noise starts are small grey dots, endpoints are coloured dots.
     """
-    traj = _np(trajectory)
+    traj = as_numpy(trajectory)
     if traj.ndim != 3 or traj.shape[2] != 2:
         raise ValueError(f"trajectory must have shape (N+1, B, 2), got {traj.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     b = min(traj.shape[1], max_paths)
     segs = np.transpose(traj[:, :b], (1, 0, 2))
     if values is None:
         ax.add_collection(LineCollection(segs, colors="#4c72b0", linewidths=linewidth, alpha=alpha))
         ax.scatter(segs[:, -1, 0], segs[:, -1, 1], s=4, color="#4c72b0", zorder=3)
     else:
-        v = _np(values)[:b]
+        v = as_numpy(values)[:b]
         if v.shape != (b,):
-            raise ValueError(f"values must have shape (B,) = ({traj.shape[1]},), got {_np(values).shape}")
+            raise ValueError(f"values must have shape (B,) = ({traj.shape[1]},), got {as_numpy(values).shape}")
         pos = v[v > 0]
         lo = vmin if vmin is not None else (pos.min() if log_color and pos.size else v.min())
         hi = vmax if vmax is not None else v.max()
@@ -112,10 +114,10 @@ def kpe_distribution_plot(kpe: Mapping[str, object] | object, ax: Axes | None = 
     """Histogram with a KDE of per-sample KPE; a mapping ``{label: kpe (B,)}`` overlays several sets."""
     import seaborn as sns
 
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     sets = kpe if isinstance(kpe, Mapping) else {xlabel: kpe}
     for name, values in sets.items():
-        v = _np(values).ravel()
+        v = as_numpy(values).ravel()
         if log and (v <= 0).any():
             raise ValueError(f"KPE of {name!r} has non-positive values; pass log=False to plot them")
         sns.histplot(v, bins=bins, log_scale=log, kde=True, stat="density", element="step", ax=ax,
@@ -134,10 +136,10 @@ def noise_map_plot(values, extent: Sequence[float], ax: Axes | None = None, log:
         values: (R, C) values on a regular grid of starting points.
         extent: (x_min, x_max, y_min, y_max) of that grid.
     """
-    v = _np(values)
+    v = as_numpy(values)
     if v.ndim != 2:
         raise ValueError(f"values must be a 2D grid (R, C), got shape {v.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     norm = LogNorm(v[v > 0].min(), v.max()) if log and (v > 0).any() else None
     im = ax.imshow(v, origin="lower", extent=tuple(extent), cmap=cmap, norm=norm, interpolation="nearest")
     ax.set_xlabel("$x_0$ (first coordinate)")
@@ -160,13 +162,13 @@ def energy_profile_plot(t, energy, groups: Mapping[str, object] | None = None, a
         band: lower and upper quantiles of the shaded band.
         tau_split: draw the phase boundary as a dashed line.
     """
-    tt, e = _np(t).ravel(), _np(energy)
+    tt, e = as_numpy(t).ravel(), as_numpy(energy)
     if e.ndim != 2 or e.shape[0] != tt.shape[0]:
         raise ValueError(f"energy must have shape (N, B) with N = len(t) = {tt.shape[0]}, got {e.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     groups = groups if groups is not None else {"all samples": np.ones(e.shape[1], bool)}
     for name, mask in groups.items():
-        m = _np(mask).astype(bool)
+        m = as_numpy(mask).astype(bool)
         if m.shape != (e.shape[1],) or not m.any():
             raise ValueError(f"group {name!r} must be a non-empty boolean mask of shape ({e.shape[1]},)")
         sub = e[:, m]
@@ -187,13 +189,13 @@ def energy_profile_plot(t, energy, groups: Mapping[str, object] | None = None, a
 
 def gain_plot(gains: Mapping[str, Callable], ax: Axes | None = None, n: int = 501,
               tau_split: float | None = None) -> Axes:
-    """``eta(t)`` on [0, 1] for several gains ``{label: callable t -> eta}`` (SPEC 3)."""
+    """``eta(t)`` on [0, 1] for several gains ``{label: callable t -> eta}`` (Mathematics §3)."""
     import torch
 
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     t = torch.linspace(0, 1, n, dtype=torch.float64)
     for name, gain in gains.items():
-        ax.plot(_np(t), _np(gain(t)), label=str(name))
+        ax.plot(as_numpy(t), as_numpy(gain(t)), label=str(name))
     ax.axhline(1.0, color="0.5", lw=0.8)
     if tau_split is not None:
         ax.axvline(tau_split, color="0.4", ls="--", lw=1)
@@ -209,10 +211,10 @@ def support_scatter(kpe, support, ax: Axes | None = None, xlabel: str = "KPE",
 
     ``rho`` is a result with ``value`` and ``ci95`` (``kpe_lib.metrics.spearman_with_ci``).
     """
-    x, y = _np(kpe).ravel(), _np(support).ravel()
+    x, y = as_numpy(kpe).ravel(), as_numpy(support).ravel()
     if x.shape != y.shape:
         raise ValueError(f"kpe and support must have the same length, got {x.shape} and {y.shape}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     ax.scatter(x, y, s=4, alpha=0.4, color="#4c72b0", linewidths=0)
     if log_x:
         ax.set_xscale("log")
@@ -230,7 +232,7 @@ def make_grid(images, nrow: int = 8, padding: int = 1, pad_value: float = 1.0,
 
     ``value_range`` maps that range to [0, 1] (then clips); None rescales by the batch's min and max.
     """
-    x = _np(images).astype(np.float64)
+    x = as_numpy(images).astype(np.float64)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0:
         raise ValueError(f"images must have shape (N, C, H, W) with N >= 1 and C in (1, 3), got {x.shape}")
     if nrow < 1:
@@ -251,7 +253,7 @@ def image_grid(images, nrow: int = 8, ax: Axes | None = None, title: str | None 
                value_range: tuple[float, float] | None = (0.0, 1.0), padding: int = 1) -> Axes:
     """Show images (N, C, H, W) as one grid (see :func:`make_grid`); grayscale drawn in gray."""
     grid = make_grid(images, nrow=nrow, padding=padding, value_range=value_range)
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     if grid.shape[2] == 1:
         ax.imshow(grid[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:

@@ -1,10 +1,10 @@
-"""Tests of kpe_lib.guided_sampling with a class-conditional field whose guided flow is known exactly."""
+"""Tests of kpe_lib.models.guidance with a class-conditional field whose guided flow is known exactly."""
 import pytest
 import torch
 from torch import nn
 
 from kpe_lib import KTS, time_grid
-from kpe_lib.guided_sampling import class_balanced_noise, gain_description, sample_guided
+from kpe_lib.models.guidance import class_balanced_noise, gain_description, sample_guided
 
 
 class ConstantPerClass(nn.Module):
@@ -29,7 +29,7 @@ def model():
 def test_guided_kpe_and_endpoint_are_exact(model, scale):
     noise = class_balanced_noise(9, (6,), num_classes=3, seed=1, dtype=torch.float64)
     run = sample_guided(model, noise.x0, noise.labels, scale=scale, n_steps=7, batch_size=4)
-    v = model.c[3] + scale * (model.c[noise.labels] - model.c[3])  # CFG of SPEC 5's setting, by hand
+    v = model.c[3] + scale * (model.c[noise.labels] - model.c[3])  # CFG of Mathematics §5's setting, by hand
     assert torch.allclose(run.x, noise.x0 + v, atol=1e-12)
     assert torch.allclose(run.kpe, 0.5 * v.pow(2).sum(1), rtol=1e-12)
     assert torch.allclose(run.kpe_early + run.kpe_late, run.kpe, rtol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from kpe_lib.plotting import GROUP_COLORS, _ax, _np, image_grid
+from kpe_lib.plotting.common import GROUP_COLORS, as_numpy, axes_or_new, image_grid
 
 __all__ = ["median_band", "image_rows"]
 
@@ -30,12 +30,12 @@ def median_band(t, values, ax: Axes | None = None, label: str | None = None, col
         label: legend label (the band's quantiles are added to it).
         band: lower and upper quantiles of the shaded band.
     """
-    tt, v = _np(t).ravel(), _np(values)
+    tt, v = as_numpy(t).ravel(), as_numpy(values)
     if v.ndim != 2 or v.shape[0] != tt.shape[0]:
         raise ValueError(f"values must have shape (K, B) with K = len(t) = {tt.shape[0]}, got {v.shape}")
     if not 0.0 <= band[0] < band[1] <= 1.0:
         raise ValueError(f"band must be quantiles (lo, hi) with 0 <= lo < hi <= 1, got {band}")
-    ax = _ax(ax)
+    ax = axes_or_new(ax)
     color = GROUP_COLORS.get(str(label), color)
     line, = ax.plot(tt, np.median(v, axis=1), ls=ls, color=color,
                     label=None if label is None else f"{label} (median, {band[0]:.0%}-{band[1]:.0%})")
@@ -53,7 +53,7 @@ def image_rows(rows: Mapping[str, object], nrow: int | None = None, width: float
     """
     if not rows:
         raise ValueError("rows must hold at least one {label: images} entry")
-    counts = [int(_np(v).shape[0]) for v in rows.values()]
+    counts = [int(as_numpy(v).shape[0]) for v in rows.values()]
     nrow = nrow or max(counts)
     fig, axes = plt.subplots(len(rows), 1, figsize=(width, 0.95 * width / nrow * len(rows) + 0.3 * len(rows)),
                              squeeze=False)

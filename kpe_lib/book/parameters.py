@@ -1,4 +1,4 @@
-"""Checking a chapter's parameters inside its kernel (DESIGN "The book pipeline"; issue 9's reliability pass).
+"""Checking a chapter's parameters inside its kernel (issue 9's reliability pass).
 
 papermill injects whatever it is given: a misspelt name becomes a new global that nothing reads (the
 chapter then silently runs with the default), and a string where a number belongs fails much later, or
@@ -13,7 +13,9 @@ chapter's own ``parameters`` cell (the defaults) and the scales' parameter files
 * values whose type is none of the types the default and the parameter files use for that name (an
   ``int`` is accepted where a ``float`` is; ``None`` only where a default or a file uses it).
 
-The chapter source is read with jupytext (the ``book`` extra, which running chapters needs anyway).
+:func:`parameters_cell` is the one reader of a parameters cell (jupytext + ``ast``): the runner takes the
+names to inject from it and this module the defaults to check against. A cell line that is not a plain
+``name = literal`` assignment is refused with the line named.
 
 Example (first cell after the imports of ``notebooks/04_celeba_kts.md``)::
 
@@ -22,36 +24,42 @@ Example (first cell after the imports of ``notebooks/04_celeba_kts.md``)::
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from kpe_lib.runner import SCALES, load_params
+from kpe_lib.book.scales import SCALES, as_root, load_params
 
-__all__ = ["ParameterError", "SCALES", "chapter_defaults", "allowed_types", "check_parameters"]
+__all__ = ["ParameterError", "ParametersCell", "parameters_cell", "chapter_defaults", "allowed_types",
+           "check_parameters"]
 
 class ParameterError(ValueError):
     """A chapter was given parameters it does not declare, or of the wrong type."""
 
 
-def _project_root(root: str | os.PathLike | None) -> Path:
-    if root is not None:
-        return Path(root)
-    from kpe_lib.reporting import resolve_path
-    return resolve_path(".")
+@dataclasses.dataclass(frozen=True)
+class ParametersCell:
+    """The cell tagged ``parameters`` of a chapter source.
 
-
-def chapter_defaults(chapter: str, root: str | os.PathLike | None = None) -> tuple[dict[str, Any], set[str]]:
-    """The defaults of the cell tagged ``parameters`` in ``notebooks/<chapter>.md``: name -> value, and
-    the names whose comment there mentions ``None`` (a documented value even where no file uses it).
-
-    Args:
-        chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
-        root: the project root (default: ``kpe_lib.reporting.resolve_path(".")``).
+    Attributes:
+        defaults: name -> default value, in the cell's order.
+        none_ok: names whose comment mentions ``None`` (a documented value even where no file uses it).
     """
-    source = _project_root(root) / "notebooks" / f"{chapter}.md"
+
+    defaults: dict[str, Any]
+    none_ok: frozenset[str]
+
+
+def parameters_cell(source: str | os.PathLike) -> ParametersCell:
+    """Read the cell tagged ``parameters`` of a jupytext chapter source (``notebooks/NN_slug.md``).
+
+    Raises:
+        ParameterError: no such file, no such cell, or a statement that is not ``name = literal``.
+    """
+    source = Path(source)
     if not source.is_file():
         raise ParameterError(f"chapter must name a source notebooks/<chapter>.md; {source} does not exist")
     import jupytext
@@ -62,10 +70,29 @@ def chapter_defaults(chapter: str, root: str | os.PathLike | None = None) -> tup
         code = cell.source
         defaults = {}
         for node in ast.parse(code).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            plain = isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+            try:
+                if not plain:
+                    raise ValueError("not a single-name assignment")
                 defaults[node.targets[0].id] = ast.literal_eval(node.value)
-        return defaults, {n for n in defaults if re.search(rf"^{n}\s*=[^#\n]*#.*\bNone\b", code, re.M)}
+            except ValueError:
+                line = code.splitlines()[node.lineno - 1].strip()
+                raise ParameterError(f"{source}: the parameters cell must hold plain `name = literal  # comment` "
+                                     f"lines (numbers, strings, lists, dicts, None); got {line!r}") from None
+        none_ok = {n for n in defaults if re.search(rf"^{n}\s*=[^#\n]*#.*\bNone\b", code, re.M)}
+        return ParametersCell(defaults, frozenset(none_ok))
     raise ParameterError(f"{source} has no code cell tagged 'parameters'")
+
+
+def chapter_defaults(chapter: str, root: str | os.PathLike | None = None) -> tuple[dict[str, Any], set[str]]:
+    """The defaults of ``notebooks/<chapter>.md``'s parameters cell and the names documented as taking None.
+
+    Args:
+        chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
+        root: the project root (default: :func:`kpe_lib.book.scales.project_root`).
+    """
+    cell = parameters_cell(as_root(root) / "notebooks" / f"{chapter}.md")
+    return dict(cell.defaults), set(cell.none_ok)
 
 
 def _kind(value: Any) -> str:
@@ -83,7 +110,7 @@ def allowed_types(chapter: str, root: str | os.PathLike | None = None) -> dict[s
 
     A name that is None everywhere (e.g. ``data_root``, which then falls back to ``KPE_DATA``) has no
     knowable type and is left out: any value passes."""
-    root = _project_root(root)
+    root = as_root(root)
     defaults, none_ok = chapter_defaults(chapter, root)
     allowed = {name: {_kind(v)} | ({"None"} if name in none_ok else set()) for name, v in defaults.items()}
     for scale in SCALES:
@@ -108,7 +135,7 @@ def check_parameters(namespace: Mapping[str, Any], chapter: str, root: str | os.
     Args:
         namespace: the chapter's globals after the parameters (and papermill's injected) cell ran.
         chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
-        root: the project root (default: ``kpe_lib.reporting.resolve_path(".")``).
+        root: the project root (default: :func:`kpe_lib.book.scales.project_root`).
     """
     allowed = allowed_types(chapter, root)
     declared = set(chapter_defaults(chapter, root)[0])

@@ -1,9 +1,8 @@
-"""Tests of kpe_lib.sample_quality with identity features, where FID and precision/recall are known exactly."""
-import numpy as np
+"""Tests of kpe_lib.metrics.quality with identity features, where FID and precision/recall are known exactly."""
 import pytest
 import torch
 
-from kpe_lib.sample_quality import reference_set, sample_quality
+from kpe_lib.metrics.quality import reference_set, sample_quality
 
 flat = lambda x: x.reshape(x.shape[0], -1)  # noqa: E731
 

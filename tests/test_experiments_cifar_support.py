@@ -1,4 +1,4 @@
-"""The KPE-vs-support table (kpe_lib.support_study): brute-force and geometric oracles."""
+"""The KPE-vs-support table (kpe_lib.experiments.cifar_support): brute-force and geometric oracles."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.support_study import SpaceFeatures, support_correlations
+from kpe_lib.experiments.cifar_support import SpaceFeatures, support_correlations
 
 
 def test_queries_moving_away_from_the_data_give_rho_minus_one():
@@ -93,7 +93,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_partial_spearman_equals_the_correlation_of_rank_residuals():
-    from kpe_lib.support_study import partial_spearman
+    from kpe_lib.experiments.cifar_support import partial_spearman
 
     rng = np.random.default_rng(5)
     c = rng.normal(size=300)
@@ -111,7 +111,7 @@ def test_partial_spearman_equals_the_correlation_of_rank_residuals():
 
 
 def test_rho_verdict_rules():
-    from kpe_lib.support_study import rho_verdict
+    from kpe_lib.experiments.cifar_support import rho_verdict
 
     assert rho_verdict(-0.65, -0.58, (-0.70, -0.45)) == "reproduced in magnitude"
     assert rho_verdict(-0.65, -0.30, (-0.42, -0.18)) == "reproduced in direction"

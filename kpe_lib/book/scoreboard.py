@@ -1,4 +1,4 @@
-"""The reproduction scoreboard: every headline number of the paper beside this project's (SPEC 6).
+"""The reproduction scoreboard: every headline number of the paper beside this project's (Mathematics §6).
 
 Each row names the paper's value, how to read this project's value from ``results/<scale>/<chapter>.json``,
 and a verdict rule:
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kpe_lib.reporting import ChapterResults, read_results
+from kpe_lib.book.results import ChapterResults, read_results
 
 Metrics = dict[str, Any]
 NOT_SIGNIFICANT = "direction only, not significant"
@@ -212,7 +212,7 @@ def _spearman_ci(key: str) -> Callable[[Metrics], Any]:
 
 
 IMAGENET_NOTE = ("paper: SiT-XL/2 ImageNet-256 with CLIP; cpu scale: class-conditional CIFAR-10 UNet with a "
-                 "CIFAR-10 classifier's log p(y|x) / logit margin (SPEC 5 analogue), so units differ")
+                 "CIFAR-10 classifier's log p(y|x) / logit margin (Mathematics §5 analogue), so units differ")
 CELEBA_NOTE = ("paper: n = 1,024, 10k samples, FID vs CelebA test; cpu scale: a training set of tens of images "
                "that memorises on CPU, tens of samples (fewer for the tau_split sweep), FID vs a few hundred test "
                "images of the local subset; exact counts in chapter 4's results protocol")

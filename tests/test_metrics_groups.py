@@ -1,4 +1,4 @@
-"""Tests of kpe_lib.kpe_groups: rank cuts, Welch's t and Mann-Whitney U against hand computations."""
+"""Tests of kpe_lib.metrics.groups: rank cuts, Welch's t and Mann-Whitney U against hand computations."""
 import itertools
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.kpe_groups import compare_groups, kpe_groups, mann_whitney_u, welch_t
+from kpe_lib.metrics.groups import compare_groups, kpe_groups, mann_whitney_u, welch_t
 
 
 def test_thirds_of_a_permutation_pick_the_extreme_ranks():

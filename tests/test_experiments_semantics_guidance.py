@@ -1,11 +1,11 @@
-"""Tests of kpe_lib.semantic_backends: the CIFAR backend's wiring and the classifier scorer."""
+"""Tests of kpe_lib.experiments.semantics_guidance: the CIFAR backend's wiring and the classifier scorer."""
 import pytest
 import torch
 from torch import nn
 
-from kpe_lib.guided_sampling import class_balanced_noise, sample_guided
+from kpe_lib.models.guidance import class_balanced_noise, sample_guided
 from kpe_lib.models import Classifier, UNet
-from kpe_lib.semantic_backends import cifar_backend, classifier_semantics, unit_from_symmetric
+from kpe_lib.experiments.semantics_guidance import cifar_backend, classifier_semantics, unit_from_symmetric
 
 
 class FixedLogits(nn.Module):
@@ -62,7 +62,7 @@ def test_cifar_backend_refuses_an_unconditional_or_mismatched_model():
 def test_load_reference_batch_reads_adm_layout(tmp_path):
     import numpy as np
 
-    from kpe_lib.semantic_backends import load_reference_batch
+    from kpe_lib.experiments.semantics_guidance import load_reference_batch
 
     arr = np.random.default_rng(0).integers(0, 256, size=(5, 4, 6, 3), dtype=np.uint8)
     path = tmp_path / "ref.npz"
@@ -80,8 +80,8 @@ def test_load_reference_batch_reads_adm_layout(tmp_path):
 
 
 def test_paper_backend_drives_the_tiny_paper_pipeline():
-    from kpe_lib.models.paper import tiny_paper_pipeline
-    from kpe_lib.semantic_backends import paper_backend
+    from kpe_lib.experiments.semantics_guidance.paper_pipeline import tiny_paper_pipeline
+    from kpe_lib.experiments.semantics_guidance import paper_backend
 
     backend = paper_backend(tiny_paper_pipeline(seed=0))
     noise = class_balanced_noise(4, backend.sample_shape, backend.num_classes, seed=0)

@@ -1,13 +1,11 @@
-"""kpe_lib.efm_analysis against hand-derived values, brute force and exact one-atom solutions (SPEC 2-5)."""
-import math
+"""kpe_lib.experiments.efm_memorization against hand-derived values, brute force and exact one-atom solutions (Mathematics §2-5)."""
 
-import numpy as np
 import pytest
 import torch
 
 from kpe_lib import KTS, EmpiricalVelocity, sample, time_grid
-from kpe_lib.efm_analysis import (collapsed_path, commit_time, detector_auroc, displacement_factors,
-                                  dominance_data, dominance_fit, log_normalizer, path_diagnostics, roc_auc,
+from kpe_lib.experiments.efm_memorization import (collapsed_path, commit_time, displacement_factors,
+                                  dominance_data, dominance_fit, log_normalizer, path_diagnostics,
                                   shell_points, StateRecorder, predicted_memorized)
 
 
@@ -99,26 +97,6 @@ def test_commit_time():
     assert commit_time(mw, t, 0.5).tolist() == pytest.approx([0.8, 0.2, 1.0])
     with pytest.raises(ValueError, match="threshold"):
         commit_time(mw, t, 0.0)
-
-
-def test_roc_auc_equals_pair_counting_with_ties():
-    rng = np.random.default_rng(0)
-    s = rng.integers(0, 5, 60).astype(float)  # many ties
-    y = rng.random(60) < 0.4
-    pos, neg = s[y], s[~y]
-    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
-    assert roc_auc(s, y) == pytest.approx(brute, abs=1e-12)
-    assert roc_auc(torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, False, False])) == 1.0
-    assert roc_auc(torch.tensor([3.0, 2.0, 1.0]), torch.tensor([False, True, True])) == 0.0
-    assert math.isnan(roc_auc([1.0, 2.0], [True, True]))
-
-
-def test_detector_auroc_interval():
-    y = torch.arange(40) % 2 == 0
-    s = torch.where(y, 1.0, 0.0) + 0.01 * torch.arange(40)
-    r = detector_auroc(s, y, n_boot=200)
-    assert r.auroc == 1.0 and r.n_pos == 20 and r.n_neg == 20
-    assert r.ci95[0] <= r.auroc <= r.ci95[1] + 1e-12
 
 
 def test_log_normalizer_with_one_atom():

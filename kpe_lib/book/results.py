@@ -1,19 +1,17 @@
 """Chapter results on disk: ``results/<scale>/<chapter>.json``.
 
 Every chapter of the book ends by writing the numbers it measured, together with the protocol that
-produced them, to one small JSON file (DESIGN "The book pipeline"); the scoreboard page is generated
+produced them, to one small JSON file; the scoreboard page is generated
 from those files. The layout is::
 
     {"chapter": "01_kpe_2d", "scale": "cpu",
      "metrics": {"kpe_mean": 3.1, ...},
      "protocol": {"solver": "euler", "n_steps": 100, ...}}
 
-Paths given to a chapter (``results_dir``, ``cache_dir``) are relative to the project root, not to the
-working directory: papermill runs a chapter from the repository root, but nbval re-executes the
-executed notebook from the folder it lives in. :func:`resolve_path` makes both land in the same place.
+``results_dir`` is relative to the project root (:func:`kpe_lib.book.scales.resolve_path`).
 
 Example:
-    >>> from kpe_lib.reporting import write_results
+    >>> from kpe_lib.book.results import write_results
     >>> path = write_results("01_kpe_2d", "smoke", {"kpe_mean": 1.5}, {"solver": "euler"},
     ...                      results_dir="/tmp/kpe-results")
 """
@@ -28,9 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kpe_lib._files import atomic_write_text
+from kpe_lib.book.scales import resolve_path
 
-__all__ = ["ChapterResults", "write_results", "read_results", "to_jsonable", "project_root",
-           "resolve_path"]
+__all__ = ["ChapterResults", "write_results", "read_results", "to_jsonable"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -57,34 +55,6 @@ class ChapterResults:
         """The JSON object written to disk (without ``path``)."""
         return {"chapter": self.chapter, "scale": self.scale, "metrics": self.metrics,
                 "protocol": self.protocol}
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder that chapter paths are relative to.
-
-    The environment variable ``KPE_ROOT`` wins; otherwise the nearest folder at or above ``start``
-    (default: the working directory) that holds both ``pyproject.toml`` and ``kpe_lib/``; otherwise
-    ``start`` itself.
-    """
-    env = os.environ.get("KPE_ROOT")
-    if env:
-        return Path(env).expanduser().resolve()
-    here = Path(start if start is not None else os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "kpe_lib").is_dir():
-            return folder
-    return here
-
-
-def resolve_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """An absolute path: ``path`` itself if absolute, else ``path`` under :func:`project_root`."""
-    if path is None or str(path) == "":
-        raise ValueError("path must be a non-empty path, got %r" % (path,))
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    base = Path(root) if root is not None else project_root()
-    return (base / p).resolve()
 
 
 def to_jsonable(value: Any, _key: str = "value") -> Any:

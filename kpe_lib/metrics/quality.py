@@ -1,12 +1,12 @@
-"""FID and precision/recall of several sample sets against one reference set (SPEC 5).
+"""FID and precision/recall of several sample sets against one reference set (Mathematics §5).
 
-Comparing sampler settings (plain flow matching against KTS launch and landing, SPEC 6) needs the same
+Comparing sampler settings (plain flow matching against KTS launch and landing, Mathematics §6) needs the same
 reference features for every setting: this module computes the reference set's Inception pool features
 once (optionally cached on disk, keyed by the images' bytes and the feature network), then gives each
 generated set its FID (Frechet distance of the Gaussians of the 2048-d pool features) and its k-NN
 precision and recall (Kynkaanniemi et al. 2019, k = 3) on those same features. Every result carries its
 protocol (feature network, reference description and count, generated count, plus the caller's solver,
-NFE, EMA, ...), as SPEC 5 asks of every FID printed.
+NFE, EMA, ...), as Mathematics §5 asks of every FID printed.
 
 The Frechet distance is computed exactly by ``kpe_lib.metrics.FrechetReference``, whose reference
 square root is computed once per reference set.
@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from kpe_lib._files import atomic_path
-from kpe_lib.metrics import (FeatureStats, FrechetReference, feature_statistics, inception_features,
-                             inception_protocol, precision_recall)
+from kpe_lib.metrics.fid import (FeatureStats, FrechetReference, feature_statistics, inception_features,
+                                 inception_protocol)
+from kpe_lib.metrics.precision_recall import precision_recall
 
 __all__ = ["ReferenceSet", "QualityResult", "reference_set", "sample_quality"]
 
@@ -137,13 +138,13 @@ def reference_set(images: torch.Tensor, description: Mapping[str, Any] | None = 
 def sample_quality(reference: ReferenceSet, images: torch.Tensor, protocol: Mapping[str, Any] | None = None, *,
                    k: int = 3, features: FeatureFn | None = None, feature_name: str | None = None,
                    batch_size: int = 50, device: str = "cpu") -> QualityResult:
-    """FID, precision and recall of generated images against ``reference`` (SPEC 5).
+    """FID, precision and recall of generated images against ``reference`` (Mathematics §5).
 
     Args:
         reference: from :func:`reference_set` (same feature network as ``features``).
         images: (M, C, H, W) generated images in [0, 1], M > k.
         protocol: the caller's protocol fields (solver, NFE, guidance, EMA, ...).
-        k: neighbour rank of precision/recall (SPEC 5: 3).
+        k: neighbour rank of precision/recall (Mathematics §5: 3).
         features, feature_name: a custom feature function, as in :func:`reference_set`.
         batch_size, device: for the Inception forward.
 

@@ -1,7 +1,7 @@
-"""The KTS benchmark on a trained image flow: sampler configurations, F_mem, KPE and FID (SPEC 3, 5, 6).
+"""The KTS benchmark on a trained image flow: sampler configurations, F_mem, KPE and FID (Mathematics §3, 5, 6).
 
 One trained model, one fixed batch of noise, many sampler configurations: plain flow matching (FM), the
-KTS variants of the paper's CelebA table and ablations (SPEC 6), and the energy-aware landing
+KTS variants of the paper's CelebA table and ablations (Mathematics §6), and the energy-aware landing
 (``kpe_lib.energy_aware``). Because every configuration starts from the *same* noise, differences between
 configurations are paired: :func:`paired_fmem_change` bootstraps the change of F_mem over the samples.
 
@@ -40,7 +40,7 @@ class SamplerSpec:
 
     Attributes:
         name: label used in tables and figures.
-        kts: the KTS gain (SPEC 3); the default ``KTS()`` is plain FM.
+        kts: the KTS gain (Mathematics §3); the default ``KTS()`` is plain FM.
         solver: ``"euler"`` or ``"midpoint"`` (any of ``kpe_lib.solvers.SOLVERS``).
         nfe: velocity evaluations per sample; the step count is ``nfe / stages`` (**[choice]**: the paper's
             "NFE" is read literally, so a two-stage solver takes half as many steps at equal cost).
@@ -110,8 +110,8 @@ class ConfigEval:
     Attributes:
         spec: the configuration.
         samples: final states (B, C, H, W) in the model's space (centred pixels).
-        memorization: F_mem with its bootstrap interval and per-sample evidence (SPEC 5).
-        kpe, kpe_early, kpe_late: (B,) shaped-velocity KPE and its phase split at ``tau_split`` (SPEC 2).
+        memorization: F_mem with its bootstrap interval and per-sample evidence (Mathematics §5).
+        kpe, kpe_early, kpe_late: (B,) shaped-velocity KPE and its phase split at ``tau_split`` (Mathematics §2).
         energy: (N, B) per-step energy profile of the shaped velocity.
         energy_raw: (N, B) the same for the unshaped velocity.
         grid: the time grid, (N + 1,).
@@ -148,7 +148,7 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
         velocity: the trained field ``v(x, t)``.
         x0: the shared noise, (B, C, H, W).
         spec: the configuration.
-        train: the training set in the model's space (n, C, H, W), for F_mem (SPEC 5, d1/d2 < 1/3).
+        train: the training set in the model's space (n, C, H, W), for F_mem (Mathematics §5, d1/d2 < 1/3).
         n_boot: bootstrap resamples of F_mem.
         seed: bootstrap seed.
         **model_kwargs: passed to the velocity.
@@ -237,7 +237,7 @@ def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_siz
                   device: str = "cpu") -> tuple[float, torch.Tensor]:
     """FID of images in [0, 1] against the reference, and their Inception features (one pass).
 
-    The protocol is ``kpe_lib.metrics.fid``'s (TF-Inception pool_3, bilinear to 299, SPEC 5), the Frechet
+    The protocol is ``kpe_lib.metrics.fid``'s (TF-Inception pool_3, bilinear to 299, Mathematics §5), the Frechet
     distance computed exactly by :meth:`kpe_lib.metrics.FrechetReference.fid`; the caller states the counts,
     solver and NFE beside the number. Keep the features for :func:`paired_fid_change`.
     """

@@ -1,4 +1,4 @@
-"""The book pipeline: chapter sources -> executed notebooks -> Jupyter Book (DESIGN "The book pipeline").
+"""The book pipeline: chapter sources -> executed notebooks -> Jupyter Book.
 
 A chapter is a jupytext MyST file ``notebooks/NN_slug.md`` with one cell tagged ``parameters``. The
 runner converts it to a notebook, executes it with papermill at a named scale
@@ -7,7 +7,7 @@ writes the executed notebook to ``<out>/book/chapters/NN_slug.ipynb`` -- never i
 sources stay free of outputs and injected parameters.
 
 A chapter is skipped when its *stamp* -- the sha256 of its source, the parameter file, the device and
-every ``kpe_lib`` source file -- equals the stamp stored beside its executed notebook
+the ``kpe_lib`` sources it depends on (all but the other chapters' study modules) -- equals the stamp stored beside its executed notebook
 (``NN_slug.stamp.json``); ``force=True`` re-executes anyway. Execution writes to a temporary name and
 renames on success, so a failing chapter leaves the previous executed notebook intact (the failed one
 is kept under ``<out>/_build/failed/`` for inspection).
@@ -17,7 +17,7 @@ bars are switched off by the environment variable ``KPE_PROGRESS=0``, which the 
 kernels it starts; interactive runs keep tqdm's default (bars on a terminal, off otherwise).
 
 Example:
-    >>> from kpe_lib.runner import run_chapters
+    >>> from kpe_lib.book.runner import run_chapters
     >>> report = run_chapters(["01"], scale="smoke", out="_build/smoke-src")  # doctest: +SKIP
     >>> report.ok                                                              # doctest: +SKIP
     True
@@ -30,40 +30,29 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from kpe_lib._files import atomic_write_text
+from kpe_lib.book.parameters import parameters_cell
+from kpe_lib.book.scales import (CHAPTER_PATTERN, SCALES, Chapter, as_root, discover_chapters, load_params,
+                                 params_path, select_chapters)
 
 __all__ = ["SCALES", "Chapter", "ChapterRun", "RunReport", "discover_chapters", "select_chapters",
-           "params_path", "load_params", "chapter_stamp", "stage_book", "run_chapters",
+           "params_path", "load_params", "stamp_sources", "chapter_stamp", "stage_book", "run_chapters",
            "notebook_errors", "build_book", "BuildReport"]
 
-SCALES = ("smoke", "cpu", "paper")
-CHAPTER_PATTERN = "[0-9][0-9]_*.md"
 BOOK_FILES = ("_config.yml", "_toc.yml")
 Log = Callable[[str], None]
 
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class Chapter:
-    """One chapter source. ``name`` is the file stem, e.g. ``"01_kpe_2d"``."""
-
-    name: str
-    source: Path
-
-    @property
-    def number(self) -> str:
-        """The two-digit prefix, e.g. ``"01"``."""
-        return self.name[:2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,68 +110,30 @@ class BuildReport:
         return self.run.ok and self.returncode == 0
 
 
-def _root(root: str | os.PathLike | None) -> Path:
-    if root is not None:
-        return Path(root).resolve()
-    from kpe_lib.reporting import project_root
-    return project_root()
+def stamp_sources(chapter: Chapter, root: str | os.PathLike | None = None) -> list[Path]:
+    """The library files a chapter depends on: every ``kpe_lib`` source except the other chapters' study
+    modules (``kpe_lib/experiments/<slug>.py`` or ``kpe_lib/experiments/<slug>/``), sorted.
 
-
-def discover_chapters(root: str | os.PathLike | None = None) -> list[Chapter]:
-    """All chapter sources ``notebooks/NN_*.md`` under ``root``, in chapter order."""
-    folder = _root(root) / "notebooks"
-    return [Chapter(p.stem, p) for p in sorted(folder.glob(CHAPTER_PATTERN))]
-
-
-def select_chapters(chapters: Sequence[Chapter], names: Iterable[str] | None) -> list[Chapter]:
-    """Pick chapters by full name (``01_kpe_2d``), number (``01`` or ``1``) or slug (``kpe_2d``).
-
-    ``names`` empty or None selects every chapter. Raises ValueError for a name matching none.
+    So editing one chapter's study module re-executes that chapter alone, while a change to the core, a
+    building block or the book machinery re-executes every chapter.
     """
-    names = list(names or [])
-    if not names:
-        return list(chapters)
-    chosen: list[Chapter] = []
-    for name in names:
-        key = name.removesuffix(".md").removeprefix("notebooks/")
-        hits = [c for c in chapters
-                if key in (c.name, c.name[3:]) or (key.isdigit() and int(key) == int(c.number))]
-        if not hits:
-            known = ", ".join(c.name for c in chapters) or "none found"
-            raise ValueError(f"chapter {name!r} matches no chapter source; known chapters: {known}")
-        chosen.extend(c for c in hits if c not in chosen)
-    return chosen
-
-
-def params_path(root: str | os.PathLike | None, scale: str) -> Path:
-    """``notebooks/params/<scale>.yml``; ValueError for an unknown scale or a missing file."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    path = _root(root) / "notebooks" / "params" / f"{scale}.yml"
-    if not path.is_file():
-        raise ValueError(f"scale {scale!r} has no parameter file: expected {path}")
-    return path
-
-
-def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu",
-                overrides: Mapping[str, Any] | None = None) -> dict:
-    """The flat parameter mapping of a scale, with ``scale`` and ``device`` set and ``overrides`` applied."""
-    import yaml
-
-    path = params_path(root, scale)
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{path} must hold a flat mapping of parameter names to values")
-    params.update(scale=scale, device=device)
-    params.update(overrides or {})
-    return params
+    lib = as_root(root) / "kpe_lib"
+    studies = lib / "experiments"
+    own = {studies / f"{chapter.slug}.py", studies / chapter.slug}
+    keep = []
+    for path in sorted(lib.rglob("*.py")):
+        if studies in path.parents and path != studies / "__init__.py":
+            if not any(path == o or o in path.parents for o in own):
+                continue
+        keep.append(path)
+    return keep
 
 
 def chapter_stamp(chapter: Chapter, root: str | os.PathLike | None, scale: str,
                   device: str = "cpu", overrides: Mapping[str, Any] | None = None) -> str:
-    """sha256 over the chapter source, the scale's parameter file, the overrides, the device and all
-    kpe_lib sources."""
-    root = _root(root)
+    """sha256 over the chapter source, the scale's parameter file, the overrides, the device and the
+    library files the chapter depends on (:func:`stamp_sources`)."""
+    root = as_root(root)
     h = hashlib.sha256()
 
     def feed(label: str, data: bytes) -> None:
@@ -193,7 +144,7 @@ def chapter_stamp(chapter: Chapter, root: str | os.PathLike | None, scale: str,
     feed("device", device.encode())
     if overrides:
         feed("overrides", json.dumps(dict(overrides), sort_keys=True, default=str).encode())
-    for path in sorted((root / "kpe_lib").rglob("*.py")):
+    for path in stamp_sources(chapter, root):
         feed(path.relative_to(root).as_posix(), path.read_bytes())
     return h.hexdigest()
 
@@ -203,7 +154,7 @@ def stage_book(root: str | os.PathLike | None, out: str | os.PathLike) -> Path:
 
     A staging copy lets a smoke build run beside the ``cpu``-executed chapters without touching them.
     """
-    root, out = _root(root), Path(out).resolve()
+    root, out = as_root(root), Path(out).resolve()
     if out == root:
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -239,13 +190,7 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
         nb = jupytext.read(chapter.source)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, source_nb)
-        declared = pm.inspect_notebook(str(source_nb))
-        if not declared:
-            raise ValueError(f"{chapter.source} has no code cell tagged 'parameters' (papermill needs one)")
-        unparsed = sorted(_assigned_names(nb) - set(declared))
-        if unparsed:  # papermill skips lines it cannot parse, and would then silently not inject them
-            raise ValueError(f"{chapter.source}: papermill cannot parse the parameter(s) {unparsed}; keep one "
-                             "plain `name = value  # comment` per line, without '=' inside the comment")
+        declared = parameters_cell(chapter.source).defaults  # ParameterError (a ValueError) if none
         # Only the names a chapter declares are injected: the shared file also holds other chapters' keys.
         chosen = {k: v for k, v in params.items() if k in declared}
         running = target.with_name(f".{target.stem}.running.ipynb")
@@ -270,15 +215,6 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
     return None
 
 
-_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]*)?=(?!=)")
-
-
-def _assigned_names(nb) -> set[str]:
-    """Names assigned at the start of a line in the cell tagged ``parameters``."""
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    return {m.group(1) for c in cells for line in c.source.splitlines() if (m := _ASSIGNMENT.match(line))}
-
-
 def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
                  scale: str = "cpu", device: str = "cpu", out: str | os.PathLike | None = None,
                  force: bool = False, overrides: Mapping[str, Any] | None = None,
@@ -287,7 +223,7 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
 
     Args:
         names: chapters to run (see :func:`select_chapters`); None or empty runs all.
-        root: the project root (default: :func:`kpe_lib.reporting.project_root`).
+        root: the project root (default: :func:`kpe_lib.book.scales.project_root`).
         scale: ``smoke``, ``cpu`` or ``paper``.
         device: passed to every chapter as the ``device`` parameter (e.g. ``cuda``).
         out: where ``book/chapters`` is written; a folder other than the root gets a staging copy of
@@ -301,15 +237,13 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
         A :class:`RunReport`; ``report.ok`` is False when a chapter failed.
     """
     logging.getLogger("papermill").setLevel(logging.ERROR)  # unknown-parameter warnings are expected
-    root = _root(root)
+    root = as_root(root)
     out = stage_book(root, out) if out is not None else root
     chapters = select_chapters(discover_chapters(root), names)
     if not chapters:
         raise ValueError(f"no chapter sources matching notebooks/{CHAPTER_PATTERN} under {root}")
     if overrides:
-        from kpe_lib.parameters import chapter_defaults
-
-        declared = {name for c in chapters for name in chapter_defaults(c.name, root)[0]}
+        declared = {name for c in chapters for name in parameters_cell(c.source).defaults}
         unknown = sorted(set(overrides) - declared - {"scale", "device"})
         if unknown:
             raise ValueError(f"overrides {unknown} are declared by none of the chapters "
@@ -359,9 +293,7 @@ def _read_stamp(path: Path) -> str | None:
 
 
 def _write_stamp(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def notebook_errors(path: str | os.PathLike) -> list[str]:
@@ -389,9 +321,9 @@ def build_book(names: Iterable[str] | None = None, *, root: str | os.PathLike | 
     if not report.ok:
         log("book build skipped: a chapter failed")
         return BuildReport(report, html, 1, time.perf_counter() - start)
-    from kpe_lib.bookpages import write_generated_pages
+    from kpe_lib.book.pages import write_generated_pages
 
-    write_generated_pages(_root(root), report.out / "book")  # scoreboard, parameters, API from results/ + code
+    write_generated_pages(as_root(root), report.out / "book")  # scoreboard, parameters, API from results/ + code
     log(f"building the book in {report.out} ...")
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
            str(report.out), "-W", "-n", "--keep-going"]
