@@ -24,7 +24,8 @@ import nbformat
 import pytest
 import torch
 
-from kpe_lib.book import runner, sample
+from kpe_lib import sample
+from kpe_lib.book import runner
 from kpe_lib.book.cli import main
 from kpe_lib.book.parameters import ParameterError, allowed_types, chapter_defaults, check_parameters
 from kpe_lib.book.results import write_results

@@ -16,7 +16,8 @@ import yaml
 
 from kpe_lib.book import runner
 from kpe_lib.book.cli import main
-from kpe_lib.book.results import read_results, resolve_path, to_jsonable, write_results
+from kpe_lib.book.results import read_results, to_jsonable, write_results
+from kpe_lib.book.scales import resolve_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,6 +122,34 @@ def test_stamp_tracks_source_params_library_and_device(tmp_path):
     assert len(stamps) == 5
 
 
+def test_stamp_covers_the_own_study_module_only(tmp_path):
+    root = make_project(tmp_path)
+    chapter = runner.discover_chapters(root)[0]          # 00_tiny: its study module is experiments/tiny.py
+    studies = root / "kpe_lib" / "experiments"
+    (studies / "other").mkdir(parents=True)
+    for path in (studies / "__init__.py", studies / "tiny.py", studies / "other.py", studies / "other" / "x.py"):
+        path.write_text("A = 0\n")
+    names = [p.relative_to(root).as_posix() for p in runner.stamp_sources(chapter, root)]
+    assert "kpe_lib/experiments/tiny.py" in names and "kpe_lib/experiments/__init__.py" in names
+    assert not [n for n in names if "other" in n]
+    base = runner.chapter_stamp(chapter, root, "smoke")
+    (studies / "other.py").write_text("A = 1\n")          # another chapter's study: no re-execution
+    (studies / "other" / "x.py").write_text("A = 1\n")
+    assert runner.chapter_stamp(chapter, root, "smoke") == base
+    (studies / "tiny.py").write_text("A = 1\n")           # its own study: re-executes
+    assert runner.chapter_stamp(chapter, root, "smoke") != base
+
+
+def test_real_chapters_depend_on_their_own_study_modules():
+    chapters = {c.slug: c for c in runner.discover_chapters(ROOT)}
+    studies = ROOT / "kpe_lib" / "experiments"
+    own = {slug: {p.relative_to(studies).as_posix() for p in runner.stamp_sources(c, ROOT)
+                  if studies in p.parents and p != studies / "__init__.py"} for slug, c in chapters.items()}
+    assert own["celeba_kts"] == {"celeba_kts.py"}
+    assert own["semantics_guidance"] == {"semantics_guidance/__init__.py", "semantics_guidance/paper_pipeline.py"}
+    assert own["kpe_2d"] == set()  # chapter 1 has no study module
+
+
 # ---------------------------------------------------------------- execution
 @pytest.mark.slow
 def test_run_skip_force_and_failure_keep_previous_notebook(tmp_path):
@@ -157,12 +186,18 @@ def test_run_skip_force_and_failure_keep_previous_notebook(tmp_path):
 
 
 @pytest.mark.slow
-def test_unparsable_parameter_line_fails_loudly(tmp_path):
+def test_parameters_cell_is_read_once_and_bad_lines_fail_loudly(tmp_path):
     root = make_project(tmp_path)
     source = root / "notebooks" / "00_tiny.md"
+    # '=' inside a comment used to make papermill's parser drop the name; the one reader (ast) keeps it
     source.write_text(TINY.replace("tiny_value = 1", "tiny_value = 1  # default (here = 1)"))
+    set_param(root, "smoke", tiny_value=7)
     report = runner.run_chapters(root=root, scale="smoke", out=tmp_path / "out", log=lambda m: None)
-    assert not report.ok and "cannot parse the parameter(s) ['tiny_value']" in report.runs[0].error
+    assert report.ok and "value=7" in outputs_text(report.runs[0].notebook)
+    source.write_text(TINY.replace("tiny_value = 1", "tiny_value = int('1')"))
+    report = runner.run_chapters(root=root, scale="smoke", out=tmp_path / "out2", log=lambda m: None)
+    assert not report.ok and "plain `name = literal" in report.runs[0].error
+    assert "tiny_value = int('1')" in report.runs[0].error
 
 
 def test_cli_errors_and_exit_codes(tmp_path, monkeypatch, capsys):

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -113,7 +114,7 @@ class PairedChange:
 
 # ----------------------------------------------------------------------------------------------- checks
 def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be a float in (0, 1), got {level!r}")
     return float(level)
 
@@ -139,9 +140,9 @@ def _kernel_params(d: int, degree: int, gamma: float | None, coef: float) -> tup
     check_positive_int(degree, "degree")
     if gamma is None:
         gamma = 1.0 / d
-    elif isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
+    elif isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not (math.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma must be None (1 / d) or a finite float > 0, got {gamma!r}")
-    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not (math.isfinite(coef) and coef >= 0):
+    if isinstance(coef, bool) or not isinstance(coef, numbers.Real) or not (math.isfinite(coef) and coef >= 0):
         raise ValueError(f"coef must be a finite float >= 0, got {coef!r}")
     return degree, float(gamma), float(coef)
 

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -187,7 +188,7 @@ def holm_reject(pvalues: ArrayLike, alpha: float = 0.05) -> list[bool]:
         >>> holm_reject([0.01, 0.04, 0.03, 0.005], alpha=0.05)
         [True, False, False, True]
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must be a float in (0, 1), got {alpha!r}")
     return [bool(v <= alpha) for v in holm(pvalues)]  # NaN <= alpha is False
 
