@@ -1,6 +1,5 @@
 """KID (unbiased polynomial-kernel MMD^2) and paired bootstrap changes of set statistics."""
 import dataclasses
-import functools
 import math
 
 import numpy as np
@@ -8,7 +7,8 @@ import pytest
 import torch
 
 from kpe_lib.metrics.fid import FrechetReference, feature_statistics
-from kpe_lib.metrics.kid import KIDResult, PairedChange, kid, kid_with_ci, paired_kid_change, paired_set_change
+from kpe_lib.metrics.kid import KIDResult, kid, kid_with_ci, resampled_kid
+from kpe_lib.metrics.paired import PairedChange, paired_kid_change, paired_set_change
 
 
 def gauss(n: int, d: int, seed: int, shift: float | np.ndarray = 0.0) -> torch.Tensor:
@@ -69,10 +69,28 @@ def test_kid_equals_brute_force_double_loop():
     assert abs(kid(x.float(), y.float()) - brute_force_kid(x.float(), y.float())) < 1e-12
 
 
-def test_kid_on_resamples_leaves_out_only_the_positions_i_equal_j():
+def brute_force_resampled_kid(x, y, idx, degree=3):
+    """The resample estimator by explicit loops: within the resample only pairs of different original rows."""
+    d = x.shape[1]
+
+    def k(u, v):
+        return (float(u @ v) / d + 1.0) ** degree
+
+    n, m = len(x), len(idx)
+    kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    pairs = [(i, j) for i in range(m) for j in range(m) if idx[i] != idx[j]]
+    kyy = sum(k(y[idx[i]], y[idx[j]]) for i, j in pairs) / len(pairs)
+    kxy = sum(k(x[i], y[idx[j]]) for i in range(n) for j in range(m)) / (n * m)
+    return kxx + kyy - 2.0 * kxy
+
+
+def test_resampled_kid_leaves_out_pairs_that_repeat_an_original_row():
     x, y = gauss(6, 2, 2), gauss(5, 2, 3, shift=0.4)
-    idx = np.array([0, 0, 3, 3, 3])   # repeated rows: the pairs (0, 1), (2, 3), ... stay in
-    assert abs(kid(x, y[idx]) - brute_force_kid(x, y[idx])) < 1e-12
+    idx = np.array([0, 0, 3, 3, 3])   # the pairs (0, 1), (2, 3), ... repeat one original row: left out
+    assert abs(resampled_kid(x, y, idx) - brute_force_resampled_kid(x, y, idx)) < 1e-12
+    assert abs(resampled_kid(x, y, np.arange(5)) - kid(x, y)) < 1e-12   # no repeat: the plain estimator
+    with pytest.raises(ValueError, match="idx"):
+        resampled_kid(x, y, np.array([2, 2, 2]))
 
 
 def test_kid_of_one_gaussian_is_near_zero_and_its_interval_covers_zero():
@@ -83,8 +101,17 @@ def test_kid_of_one_gaussian_is_near_zero_and_its_interval_covers_zero():
     assert isinstance(res, KIDResult) and res.value == pytest.approx(value, abs=1e-12)
     assert res.ci[0] <= 0.0 <= res.ci[1]
     assert res.stderr > 0 and res.n_real == res.n_fake == 600 and res.gamma == pytest.approx(1 / 8)
-    # repeated-row pairs inflate resamples: (mean k(y, y) - mean k(y, y')) / m is about 8.6 / 600
-    assert 0.005 < res.bias < 0.03
+    # without repeated-row pairs the replicates are centred on the full-set value (no inflation)
+    assert abs(res.ci[0] + res.ci[1] - 2 * value) < 2 * res.stderr
+
+
+def test_kid_interval_covers_zero_for_equal_distributions_at_about_its_level():
+    covered = 0
+    for r in range(20):
+        x, y = gauss(200, 8, 300 + 2 * r), gauss(200, 8, 301 + 2 * r)
+        lo, hi = kid_with_ci(x, y, n_boot=200, seed=r).ci
+        covered += lo <= 0.0 <= hi
+    assert covered >= 15   # a 95% interval; the old duplicate-pair replicates covered 0 about half the time
 
 
 def test_kid_of_shifted_gaussians_is_positive():
@@ -125,10 +152,9 @@ def test_kid_with_ci_replicates_are_kid_of_resampled_fake_rows():
     x, y = gauss(30, 3, 30), gauss(25, 3, 31, shift=0.5)
     res = kid_with_ci(x, y, n_boot=40, seed=7, level=0.9)
     rng = np.random.default_rng(7)
-    reps = np.array([kid(x, y[rng.integers(0, 25, size=25)]) for _ in range(40)])
-    assert res.bias == pytest.approx(reps.mean() - kid(x, y), abs=1e-10)
+    reps = np.array([resampled_kid(x, y, rng.integers(0, 25, size=25)) for _ in range(40)])
     assert res.stderr == pytest.approx(reps.std(ddof=1), abs=1e-10)
-    lo, hi = np.quantile(reps, [0.05, 0.95]) - res.bias
+    lo, hi = np.quantile(reps, [0.05, 0.95])
     assert res.ci == pytest.approx((lo, hi), abs=1e-10) and res.level == 0.9
 
 
@@ -167,16 +193,20 @@ def test_pairing_makes_the_interval_much_narrower():
     assert paired.ci[0] < 0 < paired.ci[1]
 
 
-def test_cached_kid_change_equals_the_generic_bootstrap():
+def test_cached_kid_change_equals_resampled_kid_by_brute_force():
     real, z = gauss(50, 3, 70), gauss(40, 3, 71)
     a, b = z, z * 1.1 + 0.2
     for kw in ({}, {"degree": 2, "gamma": 0.7, "coef": 0.5}):
         fast = paired_kid_change(real, a, b, n_boot=60, seed=3, level=0.8, **kw)
-        slow = paired_set_change(functools.partial(kid, **kw), real.numpy(), a.numpy(), b.numpy(), n_boot=60, seed=3,
-                                 level=0.8)
-        for f in dataclasses.fields(PairedChange):
-            u, v = getattr(fast, f.name), getattr(slow, f.name)
-            np.testing.assert_allclose(u, v, rtol=0, atol=1e-10, err_msg=f.name)
+        rng = np.random.default_rng(3)
+        changes = []
+        for _ in range(60):
+            idx = rng.integers(0, 40, size=40)
+            changes.append(resampled_kid(real, b, idx, **kw) - resampled_kid(real, a, idx, **kw))
+        changes = np.array(changes)
+        assert fast.change == pytest.approx(kid(real, b, **kw) - kid(real, a, **kw), abs=1e-12)
+        assert fast.stderr == pytest.approx(changes.std(ddof=1), abs=1e-10)
+        np.testing.assert_allclose(fast.ci, np.quantile(changes, [0.1, 0.9]), rtol=0, atol=1e-10)
 
 
 def test_generic_paired_change_works_with_a_fid_statistic():

@@ -13,11 +13,14 @@ from kpe_lib.metrics.fid import (FeatureStats, FIDResult, FrechetReference, Refe
                                  frechet_distance, inception_features, inception_path, inception_protocol,
                                  reference_statistics)
 from kpe_lib.metrics.groups import GroupComparison, KPEGroups, compare_groups, kpe_groups
+from kpe_lib.metrics.kid import KIDResult, kid, kid_with_ci
 from kpe_lib.metrics.memorization import MemorizationResult, gap_ratio, memorization_fraction
 from kpe_lib.metrics.neighbors import NeighborResult, nearest_neighbors, squared_distances
+from kpe_lib.metrics.paired import PairedChange, paired_kid_change, paired_set_change
 from kpe_lib.metrics.precision_recall import PRResult, precision_recall
 from kpe_lib.metrics.quality import QualityResult, ReferenceSet, reference_set, sample_quality
 from kpe_lib.metrics.roc import DetectorResult, detector_auroc, roc_auc
+from kpe_lib.metrics.significance import McNemarResult, TwoSampleResult, holm, holm_reject, mann_whitney, mcnemar_exact, welch_test
 from kpe_lib.metrics.semantic import ClipSemantics, SemanticResult, clip_scores_from_embeddings, semantic_scores
 from kpe_lib.metrics.stats import BootstrapResult, SpearmanResult, bootstrap_ci, spearman_with_ci
 from kpe_lib.metrics.support import SupportResult, kde_bandwidth, kde_support, knn_support
@@ -32,4 +35,6 @@ __all__ = [
     "semantic_scores", "spearman_with_ci", "squared_distances",
     "ClipSemantics", "DetectorResult", "GroupComparison", "KPEGroups", "QualityResult", "ReferenceSet",
     "compare_groups", "detector_auroc", "kpe_groups", "reference_set", "roc_auc", "sample_quality",
+    "KIDResult", "kid", "kid_with_ci", "PairedChange", "paired_kid_change", "paired_set_change", "McNemarResult",
+    "TwoSampleResult", "holm", "holm_reject", "mann_whitney", "mcnemar_exact", "welch_test",
 ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from pathlib import Path
 
@@ -79,3 +80,27 @@ def tensor_fingerprint(x: torch.Tensor) -> str:
     h = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}|".encode())
     h.update(x.numpy().tobytes() if x.dtype != torch.bfloat16 else x.float().numpy().tobytes())
     return h.hexdigest()
+
+
+def check_level(level: float) -> float:
+    """A coverage level in (0, 1) as a float (ValueError naming ``level`` otherwise)."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be a float in (0, 1), got {level!r}")
+    return float(level)
+
+
+def as_features(x: torch.Tensor | np.ndarray, name: str, min_rows: int = 2) -> torch.Tensor:
+    """(n, d) float64 CPU tensor of a 2-D tensor/array with n >= min_rows rows (ValueError naming ``name``)."""
+    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, d) tensor or array, got shape {tuple(x.shape)}")
+    t = as_matrix(x, name)
+    if t.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows (n >= {min_rows}) for the unbiased estimator, "
+                         f"got {t.shape[0]}")
+    return t.to(torch.float64)
+
+
+def check_same_dim(x: torch.Tensor, y: torch.Tensor, name_x: str, name_y: str) -> None:
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{name_y} must have the same number of features d as {name_x} ({x.shape[1]}), "
+                         f"got {y.shape[1]}")
