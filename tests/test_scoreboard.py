@@ -4,14 +4,24 @@ import json
 import pytest
 
 from kpe_lib.book.pages import api_markdown, parameters_markdown, scoreboard_markdown, write_generated_pages
-from kpe_lib.book.scoreboard import ROWS, Row, lookup, scoreboard
+from kpe_lib.book.scoreboard import ROWS, chapter_table, judge_rows, replicate_names, scoreboard
+from kpe_lib.book.verdicts import VERDICTS, Row, evidence, lookup
 
 
-def write(tmp_path, scale, chapter, metrics):
-    folder = tmp_path / "results" / scale
+def write(tmp_path, scale, chapter, metrics, protocol=None, replicate=None):
+    folder = tmp_path / "results" / (replicate or "") / scale
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{chapter}.json").write_text(json.dumps(
-        {"chapter": chapter, "scale": scale, "metrics": metrics, "protocol": {}}))
+        {"chapter": chapter, "scale": scale, "metrics": metrics, "protocol": protocol or {}}))
+
+
+def fmem_row(**kw):
+    return Row("CelebA", "F_mem (%)", "37.34 -> 31.22", "04", ("fm", "kts"), "decrease", -6.12, 3.0, 100.0,
+               test="fmem", **kw)
+
+
+def judged(row, metrics, protocol=None):
+    return row.judge(metrics, protocol).verdict
 
 
 def test_lookup_handles_dotted_keys():
@@ -20,41 +30,148 @@ def test_lookup_handles_dotted_keys():
     assert lookup(m, "tau_sweep.0.2.fid") is None and lookup(m, "missing") is None
 
 
-@pytest.mark.parametrize("vals,expected", [
-    ([0.37, 0.31], "reproduced in magnitude"),   # change -6 points vs the paper's -6.12 (tolerance 3)
-    ([0.37, 0.20], "reproduced in direction"),
-    ([0.30, 0.35], "not reproduced"),
-    (None, "not run"),
-])
-def test_two_value_verdicts(vals, expected):
-    row = Row("e", "F_mem", "37.34 -> 31.22", "04", ("a", "b"), "decrease", -6.12, 3.0, 100.0)
-    metrics = {} if vals is None else {"a": vals[0], "b": vals[1]}
-    assert row.verdict(row.values(metrics)) == expected
+def test_a_significant_change_in_the_paper_direction_is_reproduced():
+    m = {"fm": 0.37, "kts": 0.31, "tests": {"fmem": evidence("exact McNemar", p=0.004, ci95=[-0.1, -0.02])}}
+    assert judged(fmem_row(), m) == "reproduced in magnitude"          # -6 points, within 3 of -6.12
+    m["kts"] = 0.20                                                    # -17 points: beyond the tolerance
+    assert judged(fmem_row(), m) == "reproduced in direction"
+    assert "exact McNemar p = 0.004" in fmem_row().judge(m).evidence
 
 
-def test_single_value_verdicts():
-    row = Row("e", "rho", "-0.65", "03", ("rho",), "below", -0.65, 0.1)
-    assert row.verdict([-0.6]) == "reproduced in magnitude"
-    assert row.verdict([-0.2]) == "reproduced in direction"
-    assert row.verdict([0.1]) == "not reproduced"
+def test_a_change_that_is_not_significant_is_not_established_whatever_its_sign():
+    for kts in (0.33, 0.40):    # a held and an opposite direction, both with p = 0.3
+        m = {"fm": 0.37, "kts": kts, "tests": {"fmem": evidence("exact McNemar", p=0.3, ci95=[-0.05, 0.02])}}
+        assert judged(fmem_row(), m) == "not established"
 
 
-def test_every_paper_row_is_present_at_every_scale(tmp_path):
-    write(tmp_path, "cpu", "04_celeba_kts", {"fmem_fm": 0.37, "fmem_kts": 0.25, "fid_fm": 40.0, "fid_kts": 41.0,
-                                             "tau_sweep": {"0.6": {"fid": 15.0}}})
-    write(tmp_path, "cpu", "03_cifar_support", {"spearman_knn": {"pixels": -0.2, "vae": -0.6}})
+def test_a_significant_change_against_the_paper_is_not_reproduced():
+    m = {"fm": 0.30, "kts": 0.45, "tests": {"fmem": evidence("exact McNemar", p=0.001, ci95=[0.06, 0.24])}}
+    assert judged(fmem_row(), m) == "not reproduced"
+
+
+def test_a_paper_change_below_the_run_resolution():
+    # the paper's launch-only change (-0.56 points) against a run whose interval is +-8 points wide
+    row = Row("CelebA", "F_mem (%)", "37.34 -> 36.78", "04", ("fm", "la"), "decrease", -0.56, 3.0, 100.0, test="t")
+    m = {"fm": 0.234, "la": 0.297, "tests": {"t": evidence("exact McNemar", p=0.2, ci95=[-0.02, 0.14])}}
+    j = row.judge(m)
+    assert j.verdict == "below resolution" and j.resolution == pytest.approx(8.0)
+    # the same effect with a run that resolves it
+    m["tests"]["t"] = evidence("exact McNemar", p=0.4, ci95=[-0.004, 0.002])
+    assert row.judge(m).verdict == "not established"      # resolution 0.3 points: it could have seen -0.56
+    m["tests"]["t"] = evidence("exact McNemar", p=0.001, ci95=[0.04, 0.09])
+    assert row.judge(m).verdict == "not reproduced"       # significant against the paper: resolved after all
+
+
+def test_a_row_without_a_test_is_untested():
+    assert judged(fmem_row(), {"fm": 0.37, "kts": 0.31}) == "untested"
+    assert judged(fmem_row(), {"fm": 0.37, "kts": 0.31, "tests": {"other": evidence("x", p=0.01)}}) == "untested"
+    assert judged(fmem_row(), {"fm": 0.37}) == "not run"
+
+
+def test_fid_magnitudes_are_compared_only_at_the_paper_protocol():
+    from kpe_lib.book.scoreboard import CELEBA_FID
+
+    row = Row("CelebA", "FID", "16.68 -> 14.35", "04", ("a", "b"), "decrease", -2.33, 2.0, test="fid",
+              comparable=CELEBA_FID)
+    m = {"a": 16.0, "b": 13.8, "tests": {"fid": evidence("paired bootstrap", p=0.001, ci95=[-2.5, -1.9])}}
+    assert judged(row, m, {"sampling": {"n_samples": 64}}) == "reproduced in direction"     # cross-protocol
+    assert judged(row, m, {"sampling": {"n_samples": 10_000}}) == "reproduced in magnitude"  # the paper's count
+    assert judged(row, m, {"sampling": {"n_samples": 30_000}}) == "reproduced in direction"  # more than 2x off
+    j = row.judge(m, {"sampling": {"n_samples": 64}})
+    assert j.relative == pytest.approx(-2.2 / 16.0)
+
+
+def test_a_multi_space_claim_is_decided_by_its_primary_space_alone():
+    rows = [r for r in ROWS if r.chapter == "03_cifar_support" and r.ours[0].startswith("spearman_knn")]
+    primary = [r for r in rows if r.role == "primary"]
+    assert len(primary) == 1 and primary[0].ours == ("spearman_knn.vae",)
+    # the best space (pixels) is strongly negative, the primary one (vae) is not significant
+    m = {"spearman_knn": {"pixels": -0.6, "vae": -0.05},
+         "tests": {"spearman_knn": {"pixels": evidence("bootstrap CI", ci95=[-0.7, -0.5]),
+                                    "vae": evidence("bootstrap CI", ci95=[-0.2, 0.1])}}}
+    verdicts = {r.ours[0]: j.verdict for r, j in zip(rows, judge_rows(rows, {"03_cifar_support": (m, {})}))}
+    assert verdicts["spearman_knn.vae"] == "not established"
+    assert verdicts["spearman_knn.pixels"] == "reproduced in magnitude"   # a robustness row, not the verdict
+    table = chapter_table("03_cifar_support", m, role="primary")
+    assert list(table["verdict"]) == ["not established", "not run"]      # kNN vae, KDE vae (no KDE values)
+    assert "median over 2 spaces" in table["this run"].iloc[0]
+
+
+def test_semantics_within_class_null_with_a_pooled_effect():
+    m = {"score_low_within_class": -1.324, "score_high_within_class": -1.330,
+         "margin_low_within_class": -0.1, "margin_high_within_class": -0.05,
+         "score_low": -1.49, "score_high": -1.195, "margin_low": -0.22, "margin_high": 0.30,
+         "tests": {"score_within": evidence("Welch t, within class", p=0.96),
+                   "margin_within": evidence("Welch t, within class", p=0.7),
+                   "score_pooled": evidence("Welch t", p=0.004), "margin_pooled": evidence("Welch t", p=0.01)}}
+    rows = [r for r in ROWS if r.claim in ("semantics within class", "semantics pooled")]
+    out = {r.metric: (r.role, j.verdict) for r, j in zip(rows, judge_rows(rows, {"05_semantics_guidance": (m, {})}))}
+    within = [v for role, v in out.values() if role == "primary"]
+    pooled = [v for role, v in out.values() if role == "robustness"]
+    assert within == ["not established", "not established"]       # the primary evidence
+    assert pooled == ["reproduced in direction", "reproduced in direction"]
+
+
+def test_holm_correction_over_the_outcomes_of_one_claim():
+    a = Row("e", "score", "1 -> 2", "05", ("a0", "a1"), "increase", test="ta", claim="c")
+    b = Row("e", "margin", "1 -> 2", "05", ("b0", "b1"), "increase", test="tb", claim="c")
+    m = {"a0": 1.0, "a1": 2.0, "b0": 1.0, "b1": 2.0,
+         "tests": {"ta": evidence("Welch t", p=0.03), "tb": evidence("Welch t", p=0.04)}}
+    joint = judge_rows([a, b], {"05": (m, {})})
+    assert [j.verdict for j in joint] == ["not established", "not established"]   # Holm: 0.06 and 0.06
+    assert [j.pvalue for j in joint] == pytest.approx([0.06, 0.06])
+    alone = judge_rows([a], {"05": (m, {})})                                        # one outcome: p = 0.03
+    assert alone[0].verdict == "reproduced in direction"
+
+
+def test_single_value_claims_need_their_interval_on_one_side():
+    row = Row("e", "AUROC", "claim", "02", ("auc",), "above", threshold=0.5, test="auc")
+    assert judged(row, {"auc": 0.6, "tests": {"auc": evidence("bootstrap CI", ci95=[0.45, 0.7])}}) == "not established"
+    assert judged(row, {"auc": 0.6, "tests": {"auc": evidence("bootstrap CI", ci95=[0.55, 0.7])}}) \
+        == "reproduced in direction"
+    assert judged(row, {"auc": 0.3, "tests": {"auc": evidence("bootstrap CI", ci95=[0.2, 0.4])}}) == "not reproduced"
+
+
+def test_rows_validate_their_direction():
+    with pytest.raises(ValueError, match="direction must be one of"):
+        Row("e", "m", "", "04", ("a", "b"), "below")
+    with pytest.raises(ValueError, match="contradicts"):
+        Row("e", "m", "", "04", ("a", "b"), "increase", -1.0, 0.5)
+    with pytest.raises(ValueError, match="ci95"):
+        evidence("x", ci95=[1.0, 0.0])
+    with pytest.raises(ValueError, match="p must be"):
+        evidence("x", p=1.5)
+
+
+def test_every_row_is_on_the_page_at_every_scale_and_a_flip_on_rebuild_is_not_established(tmp_path):
+    good = {"fmem_fm": 0.40, "fmem_kts": 0.25,
+            "tests": {"fmem": {"balanced": evidence("exact McNemar", p=0.001, ci95=[-0.2, -0.1])}}}
+    write(tmp_path, "cpu", "04_celeba_kts", good, {"data": {"n_train": 16}})
     entries = scoreboard(tmp_path / "results", ("cpu", "paper"))
     assert len(entries) == 2 * len(ROWS)
     by = {(e.scale, e.row.metric): e for e in entries}
-    assert by[("cpu", "F_mem (%), FM -> KTS a0 = b0 = 0.01")].verdict == "reproduced in direction"
-    assert by[("cpu", "F_mem (%), FM -> KTS a0 = b0 = 0.01")].value == "37 -> 25"
-    assert by[("cpu", "FID, FM -> KTS a0 = b0 = 0.01")].verdict == "not reproduced"
-    assert by[("cpu", "FID at tau_split = 0.6")].verdict == "reproduced in magnitude"
-    assert by[("cpu", "Spearman(KPE, kNN support), strongest space")].value == "-0.6"
+    key = ("cpu", "F_mem (%), FM -> KTS a0 = b0 = 0.01")
+    assert by[key].verdict == "reproduced in direction" and by[key].value == "40 -> 25 (-38%)"
     assert all(e.verdict == "not run" for e in entries if e.scale == "paper")
+    assert replicate_names(tmp_path / "results", "cpu") == []
+    # a rebuild with another seed where the change is no longer significant
+    shaky = {"fmem_fm": 0.40, "fmem_kts": 0.36,
+             "tests": {"fmem": {"balanced": evidence("exact McNemar", p=0.4, ci95=[-0.12, 0.04])}}}
+    write(tmp_path, "cpu", "04_celeba_kts", shaky, {"data": {"n_train": 16}}, replicate="seed1")
+    assert replicate_names(tmp_path / "results", "cpu") == ["seed1"]
+    entry = {(e.scale, e.row.metric): e for e in scoreboard(tmp_path / "results", ("cpu",))}[key]
+    assert entry.flipped and entry.verdict == "not established" and "flips on rebuild" in entry.evidence
     page = scoreboard_markdown(tmp_path / "results")
     assert all(row.paper.replace("|", "\\|") in page for row in ROWS)
-    assert "## Scale `cpu`" in page and "## Scale `paper`" in page
+    assert "## Scale `cpu`" in page and "Rebuilt with another seed" in page and "seed1" in page
+    assert set(VERDICTS) >= {e.verdict for e in entries}
+
+
+def test_chapter_table_renders_the_rows_of_one_chapter():
+    table = chapter_table("04_celeba_kts", {"fmem_fm": 0.4, "fmem_kts": 0.3})
+    assert "F_mem (%), FM -> KTS a0 = b0 = 0.01" in table.index and set(table.columns) >= {"paper", "verdict"}
+    with pytest.raises(ValueError, match="no scoreboard rows"):
+        chapter_table("99_nothing", {})
 
 
 def test_generated_pages_are_written(tmp_path):
@@ -75,53 +192,3 @@ def test_api_page_documents_the_public_names():
     assert "Mathematics §2" in page
 
 
-def test_evidence_demotes_a_direction_that_is_not_significant():
-    row = Row("e", "F_mem", "37.34 -> 31.22", "04", ("a", "b"), "decrease", -6.12, 3.0, 100.0, evidence="ci")
-    held = {"a": 0.37, "b": 0.20}
-    assert row.verdict(row.values(held), row.significant(held | {"ci": [-0.25, -0.08]})) == "reproduced in direction"
-    shaky = held | {"ci": [-0.30, 0.01]}
-    assert row.significant(shaky) is False
-    assert row.verdict(row.values(shaky), False) == "direction only, not significant"
-    assert row.evidence_text(shaky) == "95% CI [-30, 1]"
-    assert row.significant(held) is None and row.evidence_text(held) == "-"  # no evidence reported
-    p_row = Row("e", "score", "21.87 -> 24.62", "05", ("lo", "hi"), "increase", evidence="p")
-    m = {"lo": 1.0, "hi": 2.0, "p": 0.053}
-    assert row.significant(m) is None and p_row.significant(m) is False and p_row.evidence_text(m) == "p = 0.053"
-    assert p_row.verdict(p_row.values(m), p_row.significant(m)) == "direction only, not significant"
-    assert p_row.verdict(p_row.values(m | {"p": 0.01}), True) == "reproduced in direction"
-    # a paper change within tolerance of 0 ("about no change") is judged by magnitude alone
-    null = Row("e", "F_mem", "37.34 -> 36.78", "04", ("a", "b"), "decrease", -0.56, 3.0, 100.0, evidence="ci")
-    near = {"a": 0.37, "b": 0.36, "ci": [-0.05, 0.03]}
-    assert null.verdict(null.values(near), null.significant(near)) == "reproduced in magnitude"
-    assert null.verdict(null.values({"a": 0.37, "b": 0.385})) == "reproduced in magnitude"  # +1.5: sign irrelevant
-    assert null.verdict(null.values({"a": 0.37, "b": 0.42})) == "not reproduced"           # +5 points
-    auroc = Row("e", "AUROC", "claim", "02", ("auc",), "above", threshold=0.5, evidence="auc_ci")
-    assert auroc.significant({"auc": 0.6, "auc_ci": [0.45, 0.7]}) is False
-    assert auroc.significant({"auc": 0.6, "auc_ci": [0.55, 0.7]}) is True
-
-
-def test_spearman_rows_read_the_strongest_space_and_its_interval():
-    row = next(r for r in ROWS if r.metric.startswith("Spearman(KPE, kNN"))
-    m = {"spearman_knn": {"pixels": -0.2, "vae": -0.6}, "spearman_knn_ci": {"pixels": [-0.3, -0.1], "vae": [-0.7, 0.1]}}
-    assert row.values(m) == [-0.6] and row.evidence_text(m) == "95% CI [-0.7, 0.1]"
-    assert row.significant(m) is False and row.verdict(row.values(m), False) == "direction only, not significant"
-    m["spearman_knn_ci"]["vae"] = [-0.7, -0.5]
-    assert row.significant(m) is True and row.verdict(row.values(m), True) == "reproduced in magnitude"
-    assert row.values({"spearman_knn": -0.3}) == [-0.3] and row.significant({"spearman_knn": -0.3}) is None
-
-
-def test_change_verdict_is_the_rule_rows_and_chapters_share():
-    from kpe_lib.book.scoreboard import change_verdict
-
-    assert change_verdict(-6.0, -6.12, 3.0) == "reproduced in magnitude"
-    assert change_verdict(-15.0, -6.12, 3.0) == "reproduced in direction"
-    assert change_verdict(-15.0, -6.12, 3.0, significant=False) == "direction only, not significant"
-    assert change_verdict(2.0, -6.12, 3.0) == "not reproduced" and change_verdict(0.0, -6.12, 3.0) == "not reproduced"
-    assert change_verdict(1.6, -0.56, 0.28, null_tolerance=3.0, significant=False) == "reproduced in magnitude"
-    assert change_verdict(4.0, -0.56, 0.28, null_tolerance=3.0) == "not reproduced"
-    row = Row("e", "F_mem", "", "04", ("a", "b"), "decrease", -6.12, 3.0, 100.0)
-    assert row.verdict([37.0, 22.0], False) == change_verdict(-15.0, -6.12, 3.0, null_tolerance=3.0, significant=False)
-    with pytest.raises(ValueError, match="direction must be 'decrease' or 'increase'"):
-        Row("e", "m", "", "04", ("a", "b"))
-    with pytest.raises(ValueError, match="contradicts direction"):
-        Row("e", "m", "", "04", ("a", "b"), "increase", -1.0, 0.5)

@@ -26,31 +26,61 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+VERDICT_HELP = (
+    "*reproduced in magnitude*: the test rejects the null at the 5% level in the paper's direction, the protocols "
+    "match and our number is within the row's tolerance of the paper's; *reproduced in direction*: significant in "
+    "the paper's direction, magnitude not comparable or different; *not established*: the test does not reject "
+    "the null (after Holm's correction over the outcomes of one claim), or the verdict differs when the book is "
+    "rebuilt with another seed; *below resolution*: the paper's effect is smaller than this run's resolution (the "
+    "half-width of its 95% interval); *not reproduced*: significant against the paper's direction; *untested*: the "
+    "chapter reports no test for the row; *not run*: no result at that scale.")
+
+
+def _table(entries: list, notes: list[str]) -> list[str]:
+    lines = ["| metric | paper | this project | test | verdict | chapter | note |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        note = f"({notes.index(e.row.note) + 1})" if e.row.note else ""
+        lines.append("| " + " | ".join(_cell(x) for x in (
+            f"{e.row.experiment}: {e.row.metric}", e.row.paper, e.value, e.evidence, f"**{e.verdict}**",
+            e.row.chapter[:2], note)) + " |")
+    return lines + [""]
+
+
 def scoreboard_markdown(results_dir: str | Path) -> str:
-    """The scoreboard page: one table per scale plus a verdict count."""
+    """The scoreboard page: per scale, the primary rows, the robustness rows, the rebuild comparison."""
     entries = scoreboard(results_dir, SCALE_ORDER)
     lines = ["# Reproduction scoreboard", "",
-             "Every headline number of the paper (Mathematics §6) beside this project's, per scale, generated from "
-             "`results/<scale>/*.json` by the main build. Verdicts: *reproduced in magnitude* (direction holds and "
-             "the number is within the row's tolerance of the paper's), *reproduced in direction*, "
-             "*direction only, not significant* (the evidence column's p-value or 95% interval of the change does "
-             "not exclude the null at the 5% level), *not reproduced*, "
-             "*not run*. The `cpu` scale runs small models on 2 CPU cores: read its numbers with the protocol notes "
-             "and the chapters' own discussion; `smoke` only checks the wiring and its numbers mean nothing.", ""]
+             "Every headline number of the paper beside this project's, per scale, generated from "
+             "`results/<scale>/*.json` by the main build; the rows (paper numbers, tolerances, tests) are "
+             "`kpe_lib.book.scoreboard.ROWS`, the rules `kpe_lib.book.verdicts` ({ref}`§5.7 <math-tests>`). "
+             "Verdicts: " + VERDICT_HELP, "",
+             "The `cpu` scale runs small models on 2 CPU cores: read its numbers with the protocol notes and the "
+             "chapters' own discussion; `smoke` only checks the wiring and its numbers mean nothing.", ""]
     notes = list(dict.fromkeys(e.row.note for e in entries if e.row.note))
     for scale in SCALE_ORDER:
         rows = [e for e in entries if e.scale == scale]
-        counts = {v: sum(e.verdict == v for e in rows) for v in VERDICTS}
+        counts = {v: sum(e.verdict == v for e in rows if e.row.role == "primary") for v in VERDICTS}
         lines += [f"## Scale `{scale}`", "",
-                  ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-                  "| experiment | metric | paper | this project | evidence | verdict | chapter | note |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for e in rows:
-            note = f"({notes.index(e.row.note) + 1})" if e.row.note else ""
-            lines.append("| " + " | ".join(_cell(x) for x in (
-                e.row.experiment, e.row.metric, e.row.paper, e.value, e.evidence, e.verdict, e.row.chapter,
-                note)) + " |")
-        lines.append("")
+                  "Primary rows: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".", ""]
+        lines += _table([e for e in rows if e.row.role == "primary"], notes)
+        robust = [e for e in rows if e.row.role == "robustness"]
+        if robust:
+            lines += [f"### Robustness rows (`{scale}`)", "",
+                      "The same claims in the other feature spaces and the pooled (not within-class) semantics "
+                      "comparison; they do not decide a claim.", ""] + _table(robust, notes)
+        reps = sorted({name for e in rows for name in e.replicates})
+        if reps:
+            flipped = [e for e in rows if e.flipped]
+            lines += [f"### Rebuilt with another seed (`{scale}`)", "",
+                      f"The book was rebuilt with new training seeds and new sampling noise ({', '.join(reps)}); "
+                      f"{len(flipped)} of {len(rows)} verdicts differ, and those read *not established* above.", "",
+                      "| metric | seed 0 | " + " | ".join(reps) + " | same |", "|---|---|" + "---|" * len(reps) + "---|"]
+            for e in rows:
+                main = e.judgement.verdict if e.judgement is not None else e.verdict
+                lines.append("| " + " | ".join(_cell(x) for x in (
+                    e.row.metric, main, *(e.replicates.get(r, "-") for r in reps),
+                    "no" if e.flipped else "yes")) + " |")
+            lines.append("")
     lines += ["## Notes on protocols", ""] + [f"{i}. {_cell(n)}" for i, n in enumerate(notes, 1)] + [""]
     return "\n".join(lines)
 
