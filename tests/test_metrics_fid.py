@@ -181,3 +181,24 @@ def test_inception_features_and_fid_of_a_set_against_itself():
     # the 2048 x 2048 covariances have rank 5: rounding-level eigenvalues pass through a square root, so the
     # self-distance is ~1e-4 (of a trace ~ 1e2) instead of 0
     assert abs(self_fid) < 1e-3 * np.trace(st_s.sigma) and cross > 10.0
+
+
+def test_paired_fid_change_is_the_paired_bootstrap_of_exact_distances():
+    import numpy as np
+    from kpe_lib.metrics.fid import FrechetReference, feature_statistics
+
+    g = torch.Generator().manual_seed(0)
+    real, a = torch.randn(300, 12, generator=g, dtype=torch.float64), torch.randn(40, 12, generator=g, dtype=torch.float64)
+    b = a + 0.3
+    ref = FrechetReference.from_stats(feature_statistics(real))
+    res = ref.paired_change(a, b, n_boot=100, seed=3)
+    rng = np.random.default_rng(3)
+    reps = []
+    for _ in range(100):
+        idx = rng.integers(0, 40, size=40)
+        reps.append(ref.fid(b.numpy()[idx]) - ref.fid(a.numpy()[idx]))
+    assert res.change == pytest.approx(ref.fid(b) - ref.fid(a), abs=1e-9)
+    assert res.ci == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-8)
+    assert res.ci[0] > 0 and res.pvalue == 0.0
+    same = ref.paired_change(a, a.clone(), n_boot=20)
+    assert same.change == 0.0 and same.pvalue == 1.0

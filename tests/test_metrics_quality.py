@@ -56,3 +56,14 @@ def test_bad_input_is_refused():
     ref = reference_set(_images(10, 4), features=flat, feature_name="pixels")
     with pytest.raises(ValueError, match="dimension"):
         sample_quality(ref, torch.rand(10, 1, 3, 3), features=flat, feature_name="pixels")
+
+
+def test_kid_and_features_come_with_every_quality_result():
+    real = _images(40, 0)
+    ref = reference_set(real, features=flat, feature_name="pixels")
+    same = sample_quality(ref, real, features=flat, feature_name="pixels")
+    far = sample_quality(ref, real + 3.0, features=flat, feature_name="pixels")
+    assert same.features.shape == (40, 4) and torch.equal(same.features, flat(real).float())
+    assert abs(same.kid.value) < 0.05                              # a set against itself: KID ~ 0
+    assert far.kid.value > 1.0 and far.kid.ci[0] > 0.0
+    assert "kid" in far.protocol

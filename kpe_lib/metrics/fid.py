@@ -241,6 +241,28 @@ class FrechetReference:
                              f"got {f.shape}")
         return f, f @ self.root
 
+    def paired_change(self, base: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray, n_boot: int = 200,
+                      seed: int = 0, level: float = 0.95):
+        """FID(other) - FID(base) of two feature sets from the same noise (row i of both from noise vector i),
+        with a paired bootstrap interval and p-value (:func:`kpe_lib.metrics.paired.paired_set_change`; the
+        reference is held fixed). Resamples are scored on the projected features, O(m^2 D) each.
+
+        Returns:
+            ``kpe_lib.metrics.paired.PairedChange``.
+        """
+        from kpe_lib.metrics.paired import paired_set_change
+
+        (fa, ga), (fb, gb) = self.project(base), self.project(other)
+        if fa.shape != fb.shape:
+            raise ValueError(f"base and other must be paired feature sets of the same shape, got {fa.shape}, {fb.shape}")
+        dim = fa.shape[1]
+
+        def stat(_: None, z: np.ndarray) -> float:
+            return self.fid_projected(z[:, :dim], z[:, dim:])
+
+        return paired_set_change(stat, None, np.hstack([fa, ga]), np.hstack([fb, gb]), n_boot=n_boot, seed=seed,
+                                 level=level)
+
     def fid(self, features: torch.Tensor | np.ndarray, index: np.ndarray | None = None) -> float:
         """Frechet distance of a feature set (rows ``index`` of it, repeats allowed) to the reference."""
         return self.fid_projected(*self.project(features), index)

@@ -72,12 +72,14 @@ def _summarise_change(value_a: float, value_b: float, changes: np.ndarray, n_boo
                         bias=float(reps.mean() - change))
 
 
-def _check_paired(real_feats: Array, feats_a: Array, feats_b: Array, n_boot: int, level: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    x = as_features(real_feats, "real_feats")
+def _check_paired(real_feats: Array | None, feats_a: Array, feats_b: Array, n_boot: int, level: float
+                  ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, float]:
     a, b = as_features(feats_a, "feats_a"), as_features(feats_b, "feats_b")
-    check_same_dim(x, a, "real_feats", "feats_a")
-    check_same_dim(x, b, "real_feats", "feats_b")
+    check_same_dim(a, b, "feats_a", "feats_b")
+    x = None
+    if real_feats is not None:
+        x = as_features(real_feats, "real_feats")
+        check_same_dim(x, a, "real_feats", "feats_a")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"feats_b must have as many rows as feats_a ({a.shape[0]}, one per shared noise vector), "
                          f"got {b.shape[0]}")
@@ -90,7 +92,7 @@ def _as_given(x: Array) -> Array:
     return x.detach().cpu() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def paired_set_change(stat: Callable[[Array, Array], float], real_feats: Array, feats_a: Array, feats_b: Array,
+def paired_set_change(stat: Callable[[Array, Array], float], real_feats: Array | None, feats_a: Array, feats_b: Array,
                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> PairedChange:
     """Paired bootstrap of the change ``stat(real, b) - stat(real, a)`` of a set statistic (FID, KID, ...).
 
@@ -108,7 +110,8 @@ def paired_set_change(stat: Callable[[Array, Array], float], real_feats: Array, 
     Args:
         stat: ``stat(real, fake) -> float``; it gets ``real_feats`` and the resampled rows of ``feats_a`` /
             ``feats_b``, each as a 2-D array of the type given (numpy stays numpy, tensors are on CPU).
-        real_feats: (n_ref, d) reference features, n_ref >= 2, held fixed.
+        real_feats: (n_ref, d) reference features, n_ref >= 2, held fixed; None when ``stat`` carries its
+            reference itself (e.g. FID against cached reference statistics), it then gets None.
         feats_a: (n, d) features of sampler A, n >= 2.
         feats_b: (n, d) features of sampler B on the same noise, row for row.
         n_boot: number of paired resamples (integer >= 1; ci, stderr and pvalue are NaN with fewer than 2).
@@ -133,7 +136,8 @@ def paired_set_change(stat: Callable[[Array, Array], float], real_feats: Array, 
     if not callable(stat):
         raise ValueError(f"stat must be a callable stat(real, fake) -> float, got {type(stat).__name__}")
     _, a, _, level = _check_paired(real_feats, feats_a, feats_b, n_boot, level)
-    real, fa, fb = _as_given(real_feats), _as_given(feats_a), _as_given(feats_b)
+    real = None if real_feats is None else _as_given(real_feats)
+    fa, fb = _as_given(feats_a), _as_given(feats_b)
     n = a.shape[0]
     value_a, value_b = float(stat(real, fa)), float(stat(real, fb))
     rng = np.random.default_rng(seed)

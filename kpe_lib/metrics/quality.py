@@ -30,6 +30,7 @@ import torch
 from kpe_lib._files import atomic_path
 from kpe_lib.metrics.fid import (FeatureStats, FrechetReference, feature_statistics, inception_features,
                                  inception_protocol)
+from kpe_lib.metrics.kid import KIDResult, kid_with_ci
 from kpe_lib.metrics.precision_recall import precision_recall
 
 __all__ = ["ReferenceSet", "QualityResult", "reference_set", "sample_quality"]
@@ -77,6 +78,8 @@ class QualityResult:
         k: the neighbour rank of the manifolds.
         n_real, n_fake: set sizes.
         protocol: feature network and preprocessing, reference description, counts and the caller's extras.
+        kid: KID of the same features with its bootstrap interval over the generated set (Mathematics §5.4).
+        features: (M, D) features of the generated images (for paired changes between samplers).
     """
 
     fid: float
@@ -86,6 +89,8 @@ class QualityResult:
     n_real: int
     n_fake: int
     protocol: dict[str, Any]
+    kid: KIDResult | None = None
+    features: torch.Tensor | None = field(default=None, repr=False)
 
 
 def _inception(batch_size: int, device: str) -> FeatureFn:
@@ -138,7 +143,7 @@ def reference_set(images: torch.Tensor, description: Mapping[str, Any] | None = 
 def sample_quality(reference: ReferenceSet, images: torch.Tensor, protocol: Mapping[str, Any] | None = None, *,
                    k: int = 3, features: FeatureFn | None = None, feature_name: str | None = None,
                    batch_size: int = 50, device: str = "cpu") -> QualityResult:
-    """FID, precision and recall of generated images against ``reference`` (Mathematics §5).
+    """FID, KID, precision and recall of generated images against ``reference`` (Mathematics §5).
 
     Args:
         reference: from :func:`reference_set` (same feature network as ``features``).
@@ -167,5 +172,7 @@ def sample_quality(reference: ReferenceSet, images: torch.Tensor, protocol: Mapp
     record.update(n_fake=int(fake.shape[0]), precision_recall=f"k-NN manifolds, k = {k} (Kynkaanniemi et al. 2019)",
                   frechet="exact, trace term from the min(m, D)-square eigenproblem of FrechetReference (float64)")
     record.update(dict(protocol or {}))
+    record.update(kid="unbiased MMD^2, cubic polynomial kernel, bootstrap over the generated set")
     return QualityResult(fid=value, precision=pr.precision, recall=pr.recall, k=k, n_real=reference.n,
-                         n_fake=int(fake.shape[0]), protocol=record)
+                         n_fake=int(fake.shape[0]), protocol=record, kid=kid_with_ci(reference.features, fake, seed=0),
+                         features=fake)
