@@ -297,23 +297,25 @@ class FIDResult:
 
 @dataclass
 class ReferenceStats:
-    """Inception statistics of a reference image set and where they came from.
+    """Inception statistics (and features) of a reference image set and where they came from.
 
     Attributes:
         stats: FeatureStats of the reference images.
         from_cache: whether they were read from the on-disk cache.
         path: the cache file (None when caching is off).
+        features: (N, 2048) Inception features of the reference images (for KID and precision/recall).
     """
 
     stats: FeatureStats
     from_cache: bool
     path: Path | None
+    features: torch.Tensor | None = field(default=None, repr=False)
 
 
 def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str = "cpu",
                          cache: str | os.PathLike | bool | None = None, progress: bool | None = None
                          ) -> ReferenceStats:
-    """Inception statistics of the real images, cached on disk by a fingerprint of the images.
+    """Inception features and statistics of the real images, cached on disk by a fingerprint of the images.
 
     Args:
         real: (N, C, H, W) reference images in [0, 1].
@@ -322,10 +324,11 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
             False: no caching.
 
     Returns:
-        ReferenceStats(stats, from_cache, path).
+        ReferenceStats(stats, from_cache, path, features).
     """
     if cache is False:
-        return ReferenceStats(feature_statistics(inception_features(real, batch_size, device, progress)), False, None)
+        feats = inception_features(real, batch_size, device, progress)
+        return ReferenceStats(feature_statistics(feats), False, None, feats)
     folder = cache_dir("fid") if cache in (None, True) else Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
     key = tensor_fingerprint(check_images(real))
@@ -333,11 +336,14 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
     path = folder / f"ref_{key[:24]}.npz"
     if path.is_file():
         with np.load(path) as z:
-            return ReferenceStats(FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"])), True, path)
-    stats = feature_statistics(inception_features(real, batch_size, device, progress))
+            if "features" in z.files:  # older cache files hold the statistics only: recompute those
+                stats = FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]))
+                return ReferenceStats(stats, True, path, torch.from_numpy(z["features"]))
+    feats = inception_features(real, batch_size, device, progress)
+    stats = feature_statistics(feats)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n))
-    return ReferenceStats(stats, False, path)
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), features=feats.numpy())
+    return ReferenceStats(stats, False, path, feats)
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 50, reference_cache: str | os.PathLike | bool | None
