@@ -48,6 +48,9 @@ CELEBA_NOTE = ("paper: n = 1,024, 10k samples, FID vs CelebA test; cpu scale: a 
 CIFAR_NOTE = ("paper: model, k and bandwidth not public; here the chapter's UNet, k = 5 and a bandwidth from the "
               "median 5-NN distance; the paper names VAE latents among its strongest spaces, so the VAE latent is "
               "the primary space and the others are robustness rows")
+EFM_NOTE = ("the paper's numbers are a trained UNet's; here the exact empirical closed form, which copies every "
+            "sample without shaping, on the same shared noise for every configuration (exact McNemar test of the "
+            "paired change); a landing that stops short of t = 1 also leaves residual noise (chapter 2)")
 SEM_NOTE = ("within-class comparison first (KPE groups cut inside each class), pooled beside; Holm's correction "
             "over the two outcomes (score, margin) of each comparison")
 
@@ -122,7 +125,14 @@ ROWS: tuple[Row, ...] = (
     Row("ImageNet-256", "recall, FM -> KTS b0 = 0.05", "0.655 -> 0.657", "05_semantics_guidance",
         ("recall_fm", "recall_landing"), "increase", 0.002, 0.01, note=IMAGENET_NOTE, test="recall_landing",
         comparable=IMAGENET_FID),
-    # ---- chapter 2: the closed form's mechanism
+    # ---- chapter 2: the closed form's mechanism, and KTS on it at the paper's settings
+    *(Row("EFM closed form, CelebA 32x32 gray", f"F_mem (%), EFM -> {label}", paper, "02_efm_memorization",
+          ("fmem_efm", key), "decrease", change, 3.0, 100.0, EFM_NOTE, test=f"fmem_efm.{name}",
+          comparable=lambda m, p: False)
+      for name, label, paper, key, change in (
+          ("balanced", "KTS a0 = b0 = 0.01", "37.34 -> 31.22", "fmem_kts_balanced", -6.12),
+          ("launch only", "launch only a0 = 0.02", "37.34 -> 36.78", "fmem_launch.launch alpha0=0.02", -0.56),
+          ("landing only", "landing only b0 = 0.02", "37.34 -> 19.36", "fmem_landing_002", -17.98))),
     Row("EFM closed form (mechanism)", "late-KPE AUROC for copies", "claim: late energy drives copying",
         "02_efm_memorization", ("late_kpe_auroc",), "above", threshold=0.5, test="late_kpe_auroc",
         note="the paper gives no number; > 0.5 means late energy separates copies. Measured on chapter 2's "
