@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._progress import progress_enabled
 from kpe_lib.grids import GRID_KINDS, time_grid, validate_grid

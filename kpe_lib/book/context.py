@@ -8,7 +8,7 @@ One call, ``ctx = open_chapter(globals(), "04_celeba_kts")``, replaces the set-u
 * the global torch seed (``seed`` of the parameters cell);
 * the parameter check (:func:`kpe_lib.book.parameters.check_parameters`): one clear error for a misspelt or
   mistyped parameter, before anything is computed;
-* the book's figure style, and quiet tqdm (no ipywidgets note in the first output cell);
+* the book's figure style;
 * the progress flag (:attr:`ChapterContext.progress`, off inside executed chapters and on CI), the model and
   feature cache folder (:attr:`ChapterContext.cache`) and a stage timer (:meth:`ChapterContext.stage`).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -42,6 +41,8 @@ from kpe_lib.book.scales import resolve_path
 __all__ = ["ChapterContext", "open_chapter", "torch_threads"]
 
 DEFAULT_THREADS = 2
+#: The model and feature cache of a chapter without a ``cache_dir`` parameter (relative to the project root).
+DEFAULT_CACHE = ".cache/kpe"
 
 
 def torch_threads() -> int:
@@ -131,11 +132,12 @@ class ChapterContext:
 
 
 def open_chapter(namespace: dict[str, Any], chapter: str, *, check: bool = True) -> ChapterContext:
-    """Set a chapter up: threads, seed, parameter check, figure style, quiet tqdm; returns its context.
+    """Set a chapter up: threads, seed, parameter check, figure style; returns its context.
 
     Args:
         namespace: the chapter's globals, after its parameters cell (and papermill's injected one) ran. It
-            must hold ``scale``, ``seed``, ``device``, ``cache_dir`` and ``results_dir``.
+            must hold ``scale``, ``seed``, ``device`` and ``results_dir``; ``cache_dir`` defaults to
+            :data:`DEFAULT_CACHE`.
         chapter: the chapter's file stem, e.g. ``"04_celeba_kts"``.
         check: run :func:`~kpe_lib.book.parameters.check_parameters` (reads ``notebooks/<chapter>.md``).
 
@@ -147,7 +149,7 @@ def open_chapter(namespace: dict[str, Any], chapter: str, *, check: bool = True)
 
     from kpe_lib.plotting import set_book_style
 
-    missing = [k for k in ("scale", "seed", "device", "cache_dir", "results_dir") if k not in namespace]
+    missing = [k for k in ("scale", "seed", "device", "results_dir") if k not in namespace]
     if missing:
         raise ValueError(f"the parameters cell of {chapter} must declare {missing}")
     if check:
@@ -156,12 +158,7 @@ def open_chapter(namespace: dict[str, Any], chapter: str, *, check: bool = True)
     torch.set_num_threads(threads)
     torch.manual_seed(namespace["seed"])
     set_book_style()
-    # tqdm.auto notes once per kernel that ipywidgets is missing; the bars are text bars, off in the book.
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    from tqdm import TqdmWarning
-
-    warnings.simplefilter("ignore", TqdmWarning)
     return ChapterContext(chapter=chapter, scale=namespace["scale"], seed=int(namespace["seed"]),
-                          device=namespace["device"], cache=resolve_path(namespace["cache_dir"]),
+                          device=namespace["device"], cache=resolve_path(namespace.get("cache_dir", DEFAULT_CACHE)),
                           results_dir=namespace["results_dir"], progress=progress_enabled(None),
                           threads=threads)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._files import atomic_path
 from kpe_lib.data.roots import ChecksumError, DataError, cache_root

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._files import atomic_path
 from kpe_lib.metrics._checks import cache_dir, check_images, check_positive_int, progress_disabled, tensor_fingerprint

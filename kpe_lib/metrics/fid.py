@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._files import atomic_path
 from kpe_lib.metrics._checks import (as_matrix, cache_dir, check_images, check_positive_int, progress_disabled,

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._progress import progress_enabled
 from kpe_lib.models.common import expand_time

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 
 def progress_bar(progress: bool, **kwargs) -> tqdm:
