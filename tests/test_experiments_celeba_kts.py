@@ -1,9 +1,15 @@
 """The KTS benchmark helpers against closed-form oracles (kpe_lib.experiments.celeba_kts)."""
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from kpe_lib import KTS
+from kpe_lib.energy_aware import late_power_threshold, mean_late_power
+from kpe_lib.experiments import celeba_kts as study
 from kpe_lib.experiments.celeba_kts import (SamplerSpec, paired_fid_change, paired_fmem_change, pareto_mask, run_config, subset,
                                    summary_row, to_unit_range)
 from kpe_lib.metrics import FrechetReference, feature_statistics, frechet_distance, memorization_fraction
@@ -193,3 +199,275 @@ def test_spec_holds_one_kts_gain():
                                       "landing": "exponential", "k": 3.0}
     with pytest.raises(ValueError, match="kts must be a KTS gain"):
         SamplerSpec("b", (0.01, 0.01))
+
+
+# --- the chapter's runs, tables and figures (kpe_lib.experiments.celeba_kts.runs / tables / figures) ---
+
+
+class AttractorModule(nn.Module):
+    """The attractor field as an ``nn.Module`` (what ``sampling_velocity`` expects of a trained network)."""
+
+    def __init__(self, train: torch.Tensor, targets: torch.Tensor):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones((), dtype=F64))  # one parameter, unused by the field
+        self.field = attractor(train, targets)
+
+    def forward(self, x, t):
+        return self.field(x, t)
+
+
+def test_spec_builders_name_the_main_table_runs():
+    main = study.main_specs({"balanced": [0.01, 0.01], "landing only": [0.0, 0.02]}, nfe=10)
+    assert [(s.name, s.kts.alpha0, s.kts.beta0, s.nfe, s.group) for s in main] == [
+        ("balanced", 0.01, 0.01, 10, "main"), ("landing only", 0.0, 0.02, 10, "main")]
+    taus = study.tau_specs([0.2, 0.6, 0.8], nfe=10)
+    assert [s.name for s in taus] == ["tau=0.2", "balanced", "tau=0.8"]
+    assert [s.tau_split for s in taus] == [0.2, 0.6, 0.8] and {s.group for s in taus} == {"tau_split"}
+    forms = study.form_specs(nfe=10)
+    assert len(forms) == 9 and forms["linear", "exponential"].name == "balanced"
+    assert forms["constant", "linear"].name == "constant/linear"
+    assert all((s.kts.launch, s.kts.landing) == pair and s.kts.alpha0 == s.kts.beta0 == 0.01
+               for pair, s in forms.items())
+    cfg = study.unet_config(8, (1, 2), (1,), 1, 0.1)
+    assert cfg == {"kind": "unet", "in_channels": 1, "width": 8, "channel_mult": [1, 2], "attn_levels": [1],
+                   "num_res_blocks": 1, "dropout": 0.1}
+
+
+def test_run_configs_skips_existing_and_repeated_names(setting):
+    train, x0, v, _ = setting
+    a, b = SamplerSpec("a", nfe=5), SamplerSpec("b", KTS(beta0=0.02), nfe=5)
+    out = study.run_configs(v, x0, [a, b, a], train, skip={"b": None}, n_boot=20, seed=0)
+    assert list(out) == ["a"]
+    assert torch.equal(out["a"].samples, run_config(v, x0, a, train, n_boot=20).samples)
+
+
+def test_train_checkpoints_are_points_on_one_run(tmp_path):
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    runs = study.train_checkpoints({"kind": "mlp", "dim": 2, "hidden": 8, "depth": 2}, x, [2, 4], batch_size=4,
+                                   lr=1e-3, ema_decay=None, seed=0, cache_dir=tmp_path, name="t")
+    assert list(runs) == [2, 4] and runs[4].steps_done == 4
+    assert runs[4].losses[:2] == runs[2].losses  # the 4-step run continued the 2-step snapshot
+
+
+def test_sampling_velocity_counts_parameters_and_sets_eval(setting):
+    train, _, _, targets = setting
+    module = AttractorModule(train, targets).train()
+    velocity, n_params = study.sampling_velocity(SimpleNamespace(sampling_model=module))
+    assert velocity is module and n_params == 1 and not module.training
+
+
+def test_fmem_over_training_reuses_the_final_run(setting):
+    train, x0, _, targets = setting
+    early, last = AttractorModule(train, ((targets + 1) % 6)[:4]), AttractorModule(train, targets)
+    runs = {5: SimpleNamespace(sampling_model=early), 10: SimpleNamespace(sampling_model=last)}
+    spec = SamplerSpec("FM", nfe=5)
+    final = run_config(last, x0, spec, train, n_boot=20)
+    evals = study.fmem_over_training(runs, [5, 10], x0[:4], spec, train, final, n_boot=20, seed=0)
+    assert list(evals) == [5, 10]
+    assert torch.equal(evals[5].samples, run_config(early, x0[:4], spec, train, n_boot=20).samples)
+    assert torch.equal(evals[10].samples, final.samples[:4]) and evals[10].memorization.value == 1.0
+    assert study.fmem_over_training({10: runs[10]}, [10], x0, spec, train, final, n_boot=20, seed=0)[10] is final
+
+
+def test_solver_grid_pairs_fm_and_kts_per_cell(setting):
+    train, x0, v, _ = setting
+    fm = run_config(v, x0, SamplerSpec("FM", nfe=4), train, n_boot=20)
+    kts = run_config(v, x0, SamplerSpec("balanced", KTS(0.01, 0.01), nfe=4), train, n_boot=20)
+    grid = study.run_solver_grid(v, x0, fm, kts, train, nfes=[2, 4], main_nfe=4, n_boot=20, seed=0)
+    assert list(grid.evals) == [f"{s}/{n}/{g}" for s in ("euler", "midpoint") for n in (2, 4)
+                                for g in ("uniform", "cosine")]
+    main = grid.evals["euler/4/uniform"]  # the main table's runs (subset of all 10 samples: a copy of them)
+    assert torch.equal(main["FM"].samples, fm.samples) and torch.equal(main["KTS"].samples, kts.samples)
+    assert main["KTS"].spec.name == "balanced" and main["KTS"].memorization.value == kts.memorization.value
+    assert grid.evals["midpoint/2/cosine"]["KTS"].spec.name == "KTS midpoint/2/cosine"
+    for row, pair in zip(grid.rows, grid.evals.values()):
+        assert row["F_mem FM %"] == 100.0  # both solvers follow the straight path exactly, on any grid
+        mem = pair["KTS"].memorization.memorized.double() - pair["FM"].memorization.memorized.double()
+        assert row["change (points)"] == pytest.approx(100 * float(mem.mean()))
+        assert row["CI lo"] <= row["change (points)"] <= row["CI hi"]
+        assert pair["FM"].nfe == row["nfe"]
+
+
+def test_energy_aware_runs_damp_exactly_the_paths_above_the_threshold(setting):
+    train, x0, v, _ = setting
+    fm = run_config(v, x0, SamplerSpec("FM", nfe=10), train, n_boot=20)
+    ea = study.run_energy_aware(v, x0, fm, train, fixed_landings=[0.05, 0.02], decided=[[0.05, 0.5]],
+                                continuous=[[0.05, 0.5]], decide_at=0.8, nfe=10, skip={"landing 0.02": None},
+                                n_boot=20, seed=0)
+    assert ea.names == ["landing 0.05", "landing 0.02", "EA b=0.05 q=0.5", "EA b=0.05 q=0.5 continuous"]
+    assert list(ea.evals) == ["landing 0.05", "EA b=0.05 q=0.5", "EA b=0.05 q=0.5 continuous"]
+    assert ea.decided == ["EA b=0.05 q=0.5"]
+    thr = ea.thresholds["EA b=0.05 q=0.5"]
+    assert thr == late_power_threshold(fm, 0.5, until=0.8)
+    assert ea.thresholds["EA b=0.05 q=0.5 continuous"] == late_power_threshold(fm, 0.5)
+    assert torch.equal(ea.evals["EA b=0.05 q=0.5"].damped, mean_late_power(fm, until=0.8) > thr)
+    assert int(ea.evals["EA b=0.05 q=0.5"].damped.sum()) == 5  # the top half of 10 distinct powers
+
+
+def fake_eval(memorized, kpe, kpe_late):
+    mem = torch.tensor(memorized)
+    return SimpleNamespace(memorization=SimpleNamespace(memorized=mem), kpe=torch.tensor(kpe),
+                           kpe_late=torch.tensor(kpe_late), samples=torch.zeros(len(memorized), 1))
+
+
+def test_energy_split_ratios():
+    split = study.energy_split(fake_eval([True, False, True, False], [4.0, 1.0, 2.0, 3.0], [2.0, 1.0, 4.0, 1.0]))
+    assert split.grouped and split.n_memorised == 2
+    assert split.late_ratio == 3.0 and split.total_ratio == 1.5  # (2 + 4) / (1 + 1), (4 + 2) / (1 + 3)
+    none = study.energy_split(fake_eval([True, True], [1.0, 2.0], [1.0, 1.0]))
+    assert not none.grouped and np.isnan(none.late_ratio) and np.isnan(none.total_ratio)
+
+
+@pytest.fixture
+def bench(setting, monkeypatch):
+    """A FidBench whose 'Inception' is the flattened image (16 features), so FIDs are exact and cheap."""
+    from kpe_lib.experiments.celeba_kts import tables
+
+    calls = []
+
+    def fake_fid(images01, reference, batch_size=50, device="cpu"):
+        calls.append(images01.shape[0])
+        feats = images01.flatten(1).double()
+        return reference.fid(feats), feats
+
+    monkeypatch.setattr(tables, "fid_of_images", fake_fid)
+    monkeypatch.setattr(tables, "inception_protocol", lambda: {"feature_network": "stub"})
+    rng = np.random.default_rng(0)
+    ref = FrechetReference.from_stats(feature_statistics(torch.from_numpy(rng.uniform(size=(40, 16)))))
+    return study.FidBench(ref, 40, 0.25, nfe=10), calls
+
+
+def test_fid_bench_adds_fids_once_and_states_its_protocol(setting, bench):
+    train, x0, v, _ = setting
+    fids, calls = bench
+    ev = run_config(v, x0, SamplerSpec("FM", nfe=5), train, n_boot=20)
+    fid = fids.add(ev)
+    assert torch.equal(ev.features, to_unit_range(ev.samples, 0.25).flatten(1)) and fid == fids.reference.fid(ev.features)
+    fids.add_all({"FM": ev}, ["FM"])
+    assert calls == [10]  # a configuration that has a FID keeps it
+    real = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    full, first = fids.real_floor(real, 5)
+    assert full == fids.reference.fid(real.flatten(1)) and first == fids.reference.fid(real.flatten(1)[:5])
+    assert fids.tag(7) == ("FID: TF-Inception pool_3, 40 test-split reference images vs 7 generated, Euler NFE 10, "
+                           "uniform grid, no EMA")
+    proto = fids.protocol(10, 6)
+    assert proto["feature_network"] == "stub" and proto["n_generated"] == {
+        "main table": 10, "ablations and the FID-F_mem plane": 6} and proto["nfe"] == 10 and proto["ema"] is False
+
+
+def test_summary_table_adds_paired_fid_changes_where_features_exist(setting, bench):
+    train, x0, v, _ = setting
+    fids, _ = bench
+    evals = {"FM": run_config(v, x0, SamplerSpec("FM", nfe=10), train, n_boot=20),
+             "land": run_config(v, x0, SamplerSpec("land", KTS(beta0=0.05), nfe=10), train, n_boot=20)}
+    bare = study.summary_table(["FM", "land"], evals, fids.reference, n_boot=30)
+    assert list(bare.index) == ["FM", "land"] and "dfid" not in bare.columns and np.isnan(bare.loc["FM", "dfmem_pct"])
+    fids.add_all(evals, ["FM", "land"])
+    df = study.summary_table(["FM", "land"], evals, fids.reference, n_boot=30)
+    d = paired_fid_change(fids.reference, evals["FM"].features, evals["land"].features, n_boot=30)
+    assert df.loc["land", "dfid"] == d.value and df.loc["land", "dfid_ci_lo"] == d.ci[0]
+    assert df.loc["land", "dfmem_pct"] == bare.loc["land", "dfmem_pct"]
+    shown = study.select_columns(df, ["fid", "missing", "fmem_pct"])
+    assert list(shown.columns) == ["fid", "fmem_pct"] and shown.loc["land", "fid"] == round(df.loc["land", "fid"], 2)
+
+
+def test_steps_and_damping_tables():
+    mem = SimpleNamespace(value=0.25, ci95=(0.1, 0.5))
+    ev = SimpleNamespace(memorization=mem, kpe=torch.tensor([1.0, 3.0]), kpe_late=torch.tensor([0.5, 1.5]))
+    runs = {10: SimpleNamespace(losses=[2.0] * 10 + [1.0] * 50)}
+    row = study.steps_table(runs, {10: ev}).loc[10]
+    assert row["loss (last 50)"] == 1.0 and row["F_mem %"] == 25.0 and row["95% CI"] == "[10.0, 50.0]"
+    assert row["KPE (mean)"] == 2.0 and row["late KPE (mean)"] == 1.0
+    memorised = torch.tensor([True, True, False, False])
+    evals = {"fixed": SimpleNamespace(damped=None),
+             "ea": SimpleNamespace(damped=torch.tensor([True, False, True, False])),
+             "off": SimpleNamespace(damped=torch.tensor([False] * 4))}
+    rows = study.damping_rows(evals, ["fixed", "ea", "off"], memorised)
+    assert [r["config"] for r in rows] == ["ea", "off"]
+    assert rows[0] == {"config": "ea", "damped %": 50.0, "FM-memorised among damped %": 50.0,
+                       "FM-memorised that were damped %": 50.0}
+    assert rows[1]["damped %"] == 0.0 and np.isnan(rows[1]["FM-memorised among damped %"])
+
+
+def plane_eval(fid, fmem, group="g"):
+    return SimpleNamespace(fid=fid, spec=SimpleNamespace(group=group),
+                           memorization=SimpleNamespace(value=fmem, stderr=0.01))
+
+
+def test_plane_table_keeps_configurations_with_a_fid():
+    evals = {"a": plane_eval(10.0, 0.5), "b": plane_eval(None, 0.1), "c": plane_eval(12.0, 0.2),
+             "d": plane_eval(13.0, 0.3, "h")}
+    plane = study.plane_table(evals)
+    assert list(plane.index) == ["a", "c", "d"] and list(plane["group"]) == ["g", "g", "h"]
+    assert plane["pareto"].tolist() == [True, True, False]  # d is worse than c in both
+    assert plane.loc["c", "fmem_pct"] == 20.0 and plane.loc["c", "fmem_se"] == 1.0
+
+
+def metric_eval(fid, fmem, damped=None):
+    return SimpleNamespace(fid=fid, memorization=SimpleNamespace(value=fmem, ci95=(fmem - 0.1, fmem + 0.1)),
+                           kpe=torch.tensor([2.0, 4.0]), kpe_early=torch.tensor([1.0, 1.0]),
+                           kpe_late=torch.tensor([1.0, 3.0]), damped=damped)
+
+
+def test_chapter_metrics_convert_percent_to_fractions():
+    main = ["balanced", "launch only", "landing only"]
+    evals = {n: metric_eval(10.0 + i, 0.5 - 0.1 * i) for i, n in enumerate(["FM", *main])}
+    abl = {**evals, "EA": metric_eval(None, 0.2, damped=torch.tensor([True, False, False, False]))}
+    main_df = pd.DataFrame({"dfmem_pct": [-10.0, -20.0, -30.0], "dfmem_ci_lo_pct": [-20.0] * 3,
+                            "dfmem_ci_hi_pct": [0.0] * 3, "dfid": [1.0, 2.0, 3.0], "dfid_ci_lo": [0.0] * 3,
+                            "dfid_ci_hi": [4.0] * 3}, index=main)
+    rows = [{"solver": "euler", "nfe": 4, "grid": "uniform", "F_mem FM %": 50.0, "F_mem KTS %": 25.0,
+             "change (points)": -25.0, "CI lo": -50.0, "CI hi": 0.0}]
+    plane = pd.DataFrame({"pareto": [True, False]}, index=["FM", "balanced"])
+    m = study.chapter_metrics(evals, abl, main_df, main_names=main, n_ablation=2, taus=[0.6], tau_names=["balanced"],
+                              form_names={("linear", "exponential"): "balanced"}, solver_rows=rows, ea_names=["EA"],
+                              steps_evals={10: evals["FM"]}, plane=plane, fid_real=3.0, fid_real_abl=4.0,
+                              verdicts=pd.Series({"claim": "reproduced"}))
+    assert m["fid_fm"] == 10.0 and m["fmem_kts"] == 0.4 and m["fmem_landing"] == pytest.approx(0.2)
+    assert m["dfmem_vs_fm"] == {"balanced": -0.1, "launch only": -0.2, "landing only": -0.3}
+    assert m["dfmem_ci95_vs_fm"]["balanced"] == [-0.2, 0.0] and m["dfid_ci95_vs_fm"]["landing only"] == [0.0, 4.0]
+    assert m["solver_grid"] == {"euler/4/uniform": {"fmem_fm": 0.5, "fmem_kts": 0.25, "change": -0.25,
+                                                    "change_ci95": [-0.5, 0.0]}}
+    assert m["energy_aware"]["EA"]["damped"] == 0.25 and m["energy_aware"]["EA"]["kpe_late"] == 2.0
+    assert m["main"]["FM"] == study.config_metrics(evals["FM"]) == {
+        "fid": 10.0, "fmem": 0.5, "fmem_ci95": [0.4, 0.6], "kpe": 3.0, "kpe_early": 1.0, "kpe_late": 2.0}
+    assert m["tau_sweep"] == {"0.6": {"fid": 11.0, "fmem": 0.4}} and m["forms"]["linear/exponential"]["fid"] == 11.0
+    assert m["pareto_front"] == ["FM"] and m["verdicts"] == {"claim": "reproduced"}
+    assert m["fmem_vs_steps"] == {"10": 0.5} and m["ablation_n_samples"] == 2 and m["fid_real_baseline"] == 3.0
+    proto = study.chapter_protocol(n_train=8, index=0, train_mean=0.4, model_config={"kind": "unet"}, n_params=5,
+                                   training={"steps": [10]}, n_samples=8, n_ablation=6, noise_seed=1, nfe=10,
+                                   n_solver=4, solver_nfes=(4, 8), n_boot=100, fid={"nfe": 10}, decide_at=0.8,
+                                   ea=[[0.05, 0.5]], ea_continuous=[])
+    assert proto["sampling"]["solver_ablation_nfes"] == [4, 8] and proto["sampling"]["noise_seed"] == 1
+    assert proto["fid"] == {"nfe": 10} and proto["energy_aware"]["decide_at"] == 0.8 and proto["n_params"] == 5
+
+
+def test_figures_draw_from_computed_values(setting):
+    import matplotlib.pyplot as plt
+
+    train, x0, v, _ = setting
+    fm = run_config(v, x0, SamplerSpec("FM", nfe=10), train, n_boot=20)
+    kts = run_config(v, x0, SamplerSpec("balanced", KTS(0.01, 0.01), nfe=10), train, n_boot=20)
+    evals = {"FM": fm, "balanced": kts}
+    unit = to_unit_range(train, 0.5)
+    figs = [study.training_images_figure(unit),
+            study.fmem_over_training_figure([5, 10], {5: fm, 10: fm}, np.linspace(1, 0.5, 10), n_train=6),
+            study.gains_figure([SamplerSpec("FM"), SamplerSpec("balanced", KTS(0.01, 0.01))]),
+            study.neighbors_figure(evals, ["FM", "balanced"], 4, 0.5, unit),
+            study.energy_split_figure(fm, kts, study.energy_split(fm)),
+            study.solver_figure({"euler/10/uniform": {"FM": fm, "KTS": kts}}),
+            study.late_power_figure(fm, [1.0], 0.8),
+            study.plane_figure(study.plane_table({"FM": plane_eval(10.0, 0.5), "b": plane_eval(9.0, 0.6)}), 10,
+                               "tag", fid_real=5.0)]
+    assert figs[3].axes[0].get_title().startswith("FM: F_mem 100.0% over all 10 samples")
+    assert figs[4].axes[1].get_title() == "balanced KTS, same samples"
+    forms = study.form_specs(nfe=10)
+    names = {pair: s.name for pair, s in forms.items()}
+    forms_df = pd.DataFrame({"dfmem_pct": np.arange(9.0)}, index=list(names.values()))
+    form_evals = {"FM": SimpleNamespace(fid=1.0, samples=torch.zeros(3, 1)),
+                  **{n: SimpleNamespace(fid=None, samples=None) for n in names.values()}}
+    figs.append(study.forms_figure(forms_df, names, form_evals))
+    assert "3 samples" in figs[-1].axes[0].get_title()
+    for fig in figs:
+        assert fig.axes
+        plt.close(fig)

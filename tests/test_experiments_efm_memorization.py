@@ -178,3 +178,249 @@ def test_predicted_memorized_matches_the_gap_ratio_of_orthogonal_displacements()
     predicted = predicted_memorized(r / 0.5, torch.full_like(r, 3.0), factor=0.5)
     assert torch.equal(predicted, measured)
     assert predicted.tolist() == [True, True, True, False, False]  # 3 / sqrt(8) = 1.0607
+
+
+# ---- the chapter's stages (kpe_lib.experiments.efm_memorization.study, .dominance, .results, .figures) ----
+
+import math
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kpe_lib.data import ImageData  # noqa: E402
+from kpe_lib.experiments import efm_memorization as study  # noqa: E402
+from kpe_lib.metrics import DetectorResult, memorization_fraction  # noqa: E402
+
+
+def _images(x: torch.Tensor, mean: float = 0.0, names: list | None = None) -> ImageData:
+    return ImageData(images=x.float(), labels=None, mean=mean, scale="[0,1]-mean", names=names, class_names=None,
+                     source="", split="train")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny chapter: 6 well-separated faces in d = 4 (collapsed long before t = 0.6), 8 paths, 20 Euler steps, the sweep and detectors."""
+    gen = torch.Generator().manual_seed(0)
+    train = 10 * torch.randn(6, 1, 2, 2, generator=gen, dtype=torch.float64)
+    efm = EmpiricalVelocity(train)
+    grid = time_grid(20)
+    x0 = torch.randn(8, 1, 2, 2, generator=gen, dtype=torch.float64)
+    steps = study.record_steps(grid, [0.6, 0.2], 4)
+    landing = KTS(beta0=0.05)
+    paths = study.run_paths(efm, x0, grid, landing, steps)
+    mem = memorization_fraction(paths.plain.x, train, n_boot=20, seed=0)
+    check = study.collapse_check(paths, mem.nearest_index, train, grid, landing, steps, 0.6)
+    configs = study.kts_configs([0.0, 0.02, 0.05], [0.2], 0.05, 0.05, [0.02], 0.01)
+    atom_gap = torch.cdist(train.flatten(1), train.flatten(1)).fill_diagonal_(math.inf).min(1).values
+    sweep = study.kts_sweep(efm, x0, grid, configs, train, train, reuse={KTS(): paths.plain, landing: paths.landing},
+                            tau_steps=steps.tau_steps, x_tau=paths.x_tau, atom=mem.nearest_index,
+                            atom_gap=atom_gap, tau0=0.6, n_boot=20, seed=0)
+    return SimpleNamespace(train=train, efm=efm, grid=grid, x0=x0, steps=steps, landing=landing, paths=paths,
+                           mem=mem, check=check, configs=configs, atom_gap=atom_gap, sweep=sweep)
+
+
+def test_rms_is_per_coordinate():
+    assert study.rms(6.0, 4) == 3.0
+
+
+def test_record_steps_by_hand():
+    plan = study.record_steps(time_grid(10), [0.6, 0.25 + 0.05], 4)
+    assert plan.tau_steps == {0.6: 6, 0.3: 3}
+    assert plan.steps == [0, 3, 4, 6, 8, 9]
+    assert plan.times == pytest.approx([0.0, 0.3, 0.4, 0.6, 0.8, 0.9])
+    with pytest.raises(ValueError, match="grid node"):
+        study.record_steps(time_grid(10), [0.55], 4)
+
+
+def test_load_data_centres_and_measures_gaps(monkeypatch):
+    faces = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 1.0]]).reshape(3, 1, 1, 2)
+    calls = []
+
+    def fake_celeba(root, split, n, index, mean=None):
+        calls.append((n, index, mean))
+        return _images(faces if index == 0 else faces + 10, 0.25, [f"{index}-{i}" for i in range(3)])
+
+    monkeypatch.setattr(study.study, "load_celeba", fake_celeba)
+    monkeypatch.setattr(study.study, "load_cifar10", lambda root, split, n, center: _images(torch.zeros(n, 3, 1, 1)))
+    data = study.load_data(None, 3, 3, 2)
+    assert calls == [(3, 0, None), (3, 1, 0.25)]        # held-out faces come after and share the mean
+    assert data.train.dtype == torch.float64 and (data.n_train, data.dim) == (3, 2)
+    assert data.atom_gap.tolist() == pytest.approx([1.0, 3.0, 1.0])
+    assert data.sq_norm.tolist() == [0.0, 9.0, 1.0]
+    assert "CelebA: 3 training faces + 3 held-out, 2 pixels" in data.summary()
+    assert "CIFAR-10: 2 training images, 3 coordinates" in data.summary()
+
+
+def test_run_paths_matches_direct_sampling(tiny):
+    full = sample(tiny.efm, tiny.x0, grid=tiny.grid, record_trajectory=True)
+    assert torch.equal(tiny.paths.plain.x, full.x)
+    assert torch.equal(tiny.paths.landing.x, sample(tiny.efm, tiny.x0, grid=tiny.grid, gain=tiny.landing).x)
+    assert torch.equal(tiny.paths.x_tau[0.6], full.trajectory[12])
+    speed = tiny.efm(full.trajectory[4], 0.2).flatten(1).norm(dim=1)      # steps[1] = 4, t = 0.2
+    assert torch.allclose(tiny.paths.diag["EFM"].speed[1], speed, rtol=1e-12)
+    assert tiny.paths.diag["landing"].t.tolist() == pytest.approx(tiny.steps.times)
+
+
+def test_collapse_check_on_separated_faces(tiny):
+    c = tiny.check
+    assert c.j_tau == tiny.steps.steps.index(12)
+    assert bool(c.one_hot.all()) and float(c.rel_err.max()) < 1e-9     # collapsed by t = 0.6
+    d = (tiny.train[c.atom].flatten(1) - tiny.paths.landing.x.flatten(1)).norm(dim=1)
+    assert torch.allclose(c.prediction.distance[-1], d, rtol=1e-9)
+    assert set(c.commit) == {"EFM", "landing"} and c.commit["EFM"].shape == (8,)
+    assert c.speed_ratio["EFM"] > 0 and "one-hot at tau_split = 0.6: 100.0% of paths" in c.summary()
+
+
+def test_kts_configs_names_and_terminal_gain():
+    configs = study.kts_configs([0.0, 0.02], [0.2, 0.8], 0.05, 0.1, [0.02, 0.05], 0.01)
+    families = [f for _, f, _ in configs]
+    assert families == ["plain", "beta0 sweep", "tau_split", "tau_split", "landing form", "landing form",
+                        "landing form", "launch", "launch", "balanced"]
+    assert configs[0][2] == KTS() and configs[2][2] == KTS(beta0=0.05, tau_split=0.2)
+    for name, family, gain in configs:
+        if family == "landing form":
+            assert gain(1.0) == pytest.approx(0.1, abs=1e-12), name      # every form ends at eta(1) = eta_end
+    assert study.landing_form_scale(3.0)["exponential"] == pytest.approx(math.e ** 3 - 1)
+
+
+def test_kts_sweep_rows(tiny):
+    table, per = tiny.sweep.table, tiny.sweep.per_sample
+    assert list(table.index) == [n for n, _, _ in tiny.configs]
+    assert tiny.sweep.runs[KTS()] is tiny.paths.plain                  # reused, not resampled
+    plain = table.loc["EFM (eta = 1)"]
+    assert plain["F_mem"] == 1.0 and plain["F (left at t=1)"] == 0.0 and plain["eta(t_N-1)"] == 1.0
+    assert plain["held-out dist (RMS)"] < 1e-6 and float(tiny.sweep.heldout_real.max()) < 1e-6  # held-out = train
+    assert torch.equal(per["launch alpha0=0.02"]["memorized"], per["EFM (eta = 1)"]["memorized"])
+    land = table.loc["landing beta0=0.05"]
+    f = float(displacement_factors(tiny.grid, KTS(beta0=0.05), start=12)[-1])
+    assert land["F (left at t=1)"] == f and 0.0 <= land["F_mem predicted"] <= 1.0
+    assert math.isnan(table.loc["landing beta0=0.05, tau_split=0.2", "F_mem predicted"])  # starts before collapse
+    shown = study.sweep_display(table)
+    assert "family" not in shown and shown.loc["EFM (eta = 1)", "F_mem"] == 100.0
+
+
+def test_detectors_separate_perfect_scores_and_skip_small_classes():
+    y = torch.tensor([True] * 6 + [False] * 6)
+    score = y.double() + 0.01 * torch.arange(12)
+    mem_mix = SimpleNamespace(memorized=y)
+    res_mix = SimpleNamespace(kpe=score, kpe_late=score, kpe_early=-score)
+    few = {"memorized": torch.tensor([True] * 2 + [False] * 10), "late": score}
+    pops = study.detector_populations(few, torch.zeros(12), mem_mix, res_mix)
+    assert [p for p, _ in pops] == ["EFM + landing", "mixture field"] and "gap" in pops[0][1]
+    det = study.detector_aurocs(pops, n_boot=20, seed=0)
+    assert list(det) == [("mixture field", "late"), ("mixture field", "kpe"), ("mixture field", "early")]
+    assert det[("mixture field", "late")].auroc == 1.0 and det[("mixture field", "early")].auroc == 0.0
+    table = study.detector_table(det)
+    assert table.loc[("mixture field", "total KPE"), "copies"] == 6 and table["AUROC"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_energy_density_study_is_exact_for_one_atom_and_keeps_the_draw_order():
+    atom = torch.zeros(1, 5, dtype=torch.float64)
+    efm = EmpiricalVelocity(atom)
+    dens = study.energy_density_study(efm, atom, [0.3, 0.6], 40, (0.5, 1.5), (0.0, 0.99),
+                                      torch.Generator().manual_seed(7))
+    assert dens.table["slope"].tolist() == pytest.approx([2.0] * 4, abs=1e-9)
+    assert dens.table["points typical set"].tolist() == [40] * 4
+    gen = torch.Generator().manual_seed(7)
+    x, _ = shell_points(atom, 0.3, 40, (0.5, 1.5), gen)                # first draw of the first time
+    assert torch.equal(dens.scatter[0.3].neg_log_density, dominance_data(efm, x, 0.3).neg_log_density)
+    assert list(study.density_display(dens.table).index.names) == ["t", "threshold"]
+
+
+def test_cifar_study_copies_and_draws_its_own_noise():
+    images = 2 * torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    grid = time_grid(10)
+    cif = study.cifar_study(images, grid, KTS(beta0=0.05), [0.0, 0.5], 6, torch.Generator().manual_seed(1),
+                            device="cpu", n_boot=20, seed=0)
+    x0 = torch.randn(6, 3, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.equal(cif.plain.x, sample(EmpiricalVelocity(images.double()), x0, grid=grid).x)
+    assert cif.mem.value == 1.0 and cif.commit.shape == (6,) and cif.diag.speed.shape == (2, 6)
+    gap = torch.cdist(images.double().flatten(1), images.double().flatten(1)).fill_diagonal_(math.inf).min(1).values
+    assert torch.allclose(cif.gap, gap)
+
+
+def test_dataset_row_by_hand():
+    data = torch.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)      # mean ||a||^2 = 12.5, d = 2
+    m = SimpleNamespace(value=0.5, ci95=(0.25, 0.75))
+    res = SimpleNamespace(kpe=torch.tensor([6.0, 8.0]), x=torch.zeros(2, 2))
+    row = study.dataset_row("toy", data, torch.linspace(0, 1, 11, dtype=torch.float64), m, m, res,
+                            torch.tensor([2.0, 4.0]), 0.05)
+    assert row["1/2(mean||a||^2 + d)"] == 7.0 and row["mean KPE"] == 7.0 and row["samples"] == 2
+    assert row["F_mem EFM (%)"] == "50.0 [25.0, 75.0]" and row["F_mem landing beta0=0.05 (%)"] == "50.0 [25.0, 75.0]"
+    assert row["commit time median [10%, 90%]"] == "0.50 [0.10, 0.90]"
+    assert row["median gap (RMS)"] == round(2.0 / math.sqrt(2), 3)
+
+
+def _fake_results():
+    sweep = pd.DataFrame({"F_mem": [1.0, 0.5], "F_mem predicted": [1.0, float("nan")], "KPE": [3.0, 2.0],
+                          "KPE early": [1.0, 1.0], "KPE late": [2.0, 1.0], "held-out dist (RMS)": [0.1, 0.2]},
+                         index=pd.Index(["EFM (eta = 1)", "landing beta0=0.02"], name="configuration"))
+    theory = pd.DataFrame({"t": [0.1, 0.1, 0.5], "threshold": [0.0, 0.99, 0.0], "slope": [1.9, 2.0, 2.0],
+                           "R2": [0.8, 0.99, 0.9], "median max w": [0.4, 1.0, 0.9]})
+    det = {("mixture field", "late"): DetectorResult(0.9, 0.01, (0.85, 0.95), 5, 5),
+           ("mixture field", "kpe"): DetectorResult(0.7, 0.01, (0.6, 0.8), 5, 5),
+           ("EFM + landing", "gap"): DetectorResult(0.6, 0.01, (0.5, 0.7), 5, 5)}
+    return sweep, theory, det
+
+
+def test_reading_values_read_the_tables():
+    sweep, theory, det = _fake_results()
+    r = study.reading_values(sweep=sweep, theory=theory, detectors=det, best_name="landing beta0=0.02",
+                             lowest_name="landing beta0=0.02", balanced_name="EFM (eta = 1)", real_ho=0.1,
+                             tolerance=0.05, theory_r2_min=0.99, pred_gap=0.0, t_low=0.1, threshold_low=0.0)
+    assert r["efm_fmem_best"] == 50.0 and r["efm_fmem_balanced"] == 100.0 and r["efm_tolerance"] == 5.0
+    assert (r["efm_slope_low"], r["efm_r2_low"], r["efm_w_low"]) == (1.9, 0.8, 0.4)
+    assert r["efm_auroc_late"] == 0.9 and r["efm_auroc_gap"] == 0.6 and math.isnan(r["efm_auroc_late_kts"])
+
+
+def test_chapter_metrics_and_protocol():
+    sweep, theory, det = _fake_results()
+    mem = SimpleNamespace(value=1.0, ci95=(1.0, 1.0))
+    cifar = SimpleNamespace(mem=mem, mem_landing=SimpleNamespace(value=0.25), commit=torch.tensor([0.2, 0.4]))
+    verdicts = pd.DataFrame({"verdict": ["reproduced"]}, index=pd.Index(["claim A"], name="claim"))
+    m = study.chapter_metrics(mem_plain=mem, mem_mix=SimpleNamespace(value=0.5), cifar=cifar, sweep=sweep,
+                              detectors=det, verdict_table=verdicts, best_name="landing beta0=0.02",
+                              lowest_name="landing beta0=0.02", balanced_name="EFM (eta = 1)", land02=None,
+                              launch_names=["EFM (eta = 1)"], dominated=theory, theory_r2_min=0.99,
+                              rel_icpt=pd.Series([0.01, -0.02]), commit_median=0.3, kpe_mean=3.0, kpe_ratio=1.0,
+                              pred_gap=0.0, heldout_rms_real=0.1, tolerance=0.05)
+    assert m["fmem_kts_best"] == 0.5 and m["fmem_landing_002"] is None and m["fmem_launch"] == {"EFM (eta = 1)": 1.0}
+    assert m["theory_slope_range"] == [1.9, 2.0] and m["theory_intercept_rel_err_max"] == 0.02
+    assert m["sweep"]["landing beta0=0.02"]["F_mem_predicted"] is None and m["late_kpe_auroc_efm_landing"] is None
+    assert m["cifar_commit_time_median"] == pytest.approx(0.2) and m["verdicts"] == {"claim A": "reproduced"}
+    assert m["fmem_kts_best_rule"] == "lowest F_mem with held-out distance <= 1.05 x real faces'"
+    params = {k: 0 for k in ("efm_n_samples", "efm_cifar_n_samples", "efm_beta0_sweep", "efm_tau_sweep",
+                             "efm_landing_beta0", "efm_eta_end", "efm_launch_alpha0", "efm_balanced", "efm_mix_rho",
+                             "efm_mix_cov_floor", "efm_theory_times", "efm_theory_points",
+                             "efm_theory_noise_scale", "efm_dominance", "efm_n_boot")}
+    data = SimpleNamespace(n_train=3, faces=SimpleNamespace(mean=0.5), heldout=[0, 1],
+                           cifar=SimpleNamespace(images=torch.zeros(4, 3, 1, 1)))
+    p = study.chapter_protocol(data, params, n_steps=100, k_rate=3.0, tau_split=0.6, seed=0)
+    assert p["n_steps"] == 100 and p["kts"]["tau_split"] == 0.6 and p["cifar10"].startswith("first 4 train images")
+    assert "mean 0.5000 subtracted" in p["celeba"] and "next 2 images" in p["celeba"]
+
+
+def test_figures_draw(tiny):
+    faces = _images(tiny.train)
+    figs = [study.path_figure(tiny.paths, tiny.steps, tiny.check, tiny.landing, 0.6),
+            study.sweep_figure(tiny.sweep.table, grid=tiny.grid, tau_step=12, d_start=tiny.check.d_start,
+                               face_gap=tiny.atom_gap[tiny.check.atom],
+                               exponential_scale=study.landing_form_scale()["exponential"], real_heldout_rms=0.0,
+                               paper_points=[(0.0, 0.37), (0.02, 0.19)], n_samples=8),
+            study.copies_figure(tiny.sweep.per_sample, tiny.configs, faces, tiny.train, [0.0, 0.02, 0.05], 0.05)]
+    y = torch.tensor([True, False] * 4)
+    res = tiny.paths.plain
+    pops = [("mixture field", {"memorized": y, "late": res.kpe_late, "kpe": res.kpe})]
+    det = {("mixture field", "late"): DetectorResult(0.5, 0.1, (0.4, 0.6), 4, 4)}
+    figs.append(study.detector_figure(res, y, det, pops, 0.6))
+    atom = torch.zeros(1, 3, dtype=torch.float64)
+    dens = study.energy_density_study(EmpiricalVelocity(atom), atom, [0.3], 10, (0.5, 1.5), (0.0, 0.99),
+                                      torch.Generator().manual_seed(0))
+    figs.append(study.density_figure(dens.scatter, 1, 3, 0.0, 0.99))
+    assert [len(f.axes) for f in figs] == [3, 3, 8, 2, 2]
+    for f in figs:
+        plt.close(f)

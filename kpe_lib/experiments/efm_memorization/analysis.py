@@ -1,44 +1,19 @@
-"""Analysis of the empirical flow matching (EFM) closed form: the terminal spike, posterior collapse,
-KTS against memorisation, late energy as a detector, and the energy-density relation (Mathematics §2-5).
-
-Everything here follows from the closed form of Mathematics §4,
-``v*(x, t) = sum_i w_i (a_i - x) / (1 - t)`` with posterior weights ``w_i``:
-
-* **Speed envelope.** ``v*`` is a convex combination of ``(a_i - x) / (1 - t)``, so
-  ``||v*|| <= max_i ||a_i - x|| / (1 - t)``: the 1/(1 - t) terminal spike any state suffers unless it is
-  within O(1 - t) of the atom its weights collapse onto (the collapsed limit ``||a_k - x|| / (1 - t)``).
-* **Collapsed paths under Euler and KTS.** Once ``w_k = 1`` the field is linear,
-  ``v = (a_k - x) / (1 - t)``, and the shaped Euler step ``x <- x + eta dt v`` multiplies the displacement
-  ``e = a_k - x`` by ``1 - eta(t_i) dt_i / (1 - t_i)`` exactly. With ``eta = 1`` the last factor is 0 (the
-  last step lands on the atom: a copy); a soft landing leaves ``(1 - eta(t_{N-1}))`` of the displacement.
-* **Posterior dominance.** With ``eps = (x - t a_k) / (1 - t)`` and ``C_t = log n + d/2 log(2 pi (1 - t)^2)``,
-  exactly ``-log p_t(x) = C_t + ||eps||^2 / 2 + log w_k``, and when ``w_k -> 1``
-  ``||v*||^2 -> ||a_k - eps||^2 = 2 (-log p_t(x)) - 2 C_t + ||a_k||^2 - 2 <a_k, eps>``:
-  affine in ``-log p_t`` with slope 2; the atom term ``||a_k||^2 - 2 <a_k, eps>`` is the scatter.
-
-Example:
-    >>> import torch
-    >>> from kpe_lib import time_grid, KTS
-    >>> f = displacement_factors(time_grid(4), KTS())   # eta = 1: the last Euler step lands on the atom
-    >>> [round(float(v), 6) for v in f]
-    [1.0, 0.75, 0.5, 0.25, 0.0]
-"""
+"""Path analysis of the EFM closed form: displacement factors of collapsed paths, the speed envelope and
+posterior collapse along sampled paths (Mathematics §3, §4; see the package docstring)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from kpe_lib.closed_form import EmpiricalVelocity
 from kpe_lib.grids import validate_grid
 from kpe_lib.metrics.neighbors import squared_distances
 
-__all__ = ["displacement_factors", "CollapsedPath", "collapsed_path", "predicted_memorized", "PathDiagnostics", "path_diagnostics", "StateRecorder",
-           "commit_time", "shell_points", "AffineFit",
-           "DominanceData", "dominance_data", "dominance_fit", "log_normalizer"]
+__all__ = ["Gain", "displacement_factors", "CollapsedPath", "collapsed_path", "predicted_memorized",
+           "PathDiagnostics", "path_diagnostics", "StateRecorder", "commit_time"]
 
 Gain = Callable[[float], float]
 
@@ -258,116 +233,3 @@ def commit_time(max_weight: torch.Tensor, t: torch.Tensor, threshold: float = 0.
     hit = (mw >= threshold).cpu()
     first = hit.to(torch.int64).argmax(0)
     return torch.where(hit.any(0), tt[first], torch.ones_like(tt[first]))
-
-
-def shell_points(train: torch.Tensor, t: float, n_points: int, noise_scale: tuple[float, float] = (1.0, 1.0),
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points ``x = t a_k + (1 - t) lam eps`` around random atoms, ``eps ~ N(0, I)``, ``lam ~ U(noise_scale)``.
-
-    ``noise_scale = (1, 1)`` draws exactly from the bridge marginal ``p_t`` (Mathematics §4); a wider range adds
-    denser (lam < 1) and sparser (lam > 1) shells, spreading ``-log p_t`` for the dominance fit.
-
-    Returns:
-        (x (P, ...) float64, atom index (P,)).
-    """
-    lo, hi = (float(v) for v in noise_scale)
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"t must lie in [0, 1), got {t!r}")
-    if not 0.0 < lo <= hi:
-        raise ValueError(f"noise_scale must be (lo, hi) with 0 < lo <= hi, got {noise_scale!r}")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
-    a = train.detach().to(torch.float64).cpu()
-    k = torch.randint(0, a.shape[0], (n_points,), generator=generator)
-    eps = torch.randn((n_points, *a.shape[1:]), generator=generator, dtype=torch.float64)
-    lam = lo + (hi - lo) * torch.rand(n_points, generator=generator, dtype=torch.float64)
-    lam = lam.reshape(-1, *([1] * (a.ndim - 1)))
-    return t * a[k] + (1.0 - t) * lam * eps, k
-
-
-def log_normalizer(n: int, dim: int, t: float) -> float:
-    """``C_t = log n + d/2 log(2 pi (1 - t)^2)``: ``-log p_t = C_t + ||eps||^2/2 + log w_k`` exactly."""
-    return math.log(n) + 0.5 * dim * math.log(2.0 * math.pi * (1.0 - t) ** 2)
-
-
-@dataclass
-class AffineFit:
-    """Least-squares fit ``||v*||^2 = slope * (-log p_t) + intercept`` at one time and dominance threshold.
-
-    Attributes:
-        t: time.
-        threshold: points kept have max_i w_i >= threshold.
-        n_points: number kept.
-        slope, intercept, r2: the fit (NaN when fewer than 3 points).
-        slope_theory: 2, the dominance limit.
-        intercept_theory: ``-2 C_t + mean ||a_i||^2`` (the atom term averaged over the training set).
-        median_max_weight: median of max_i w_i over the kept points.
-    """
-
-    t: float
-    threshold: float
-    n_points: int
-    slope: float
-    intercept: float
-    r2: float
-    slope_theory: float
-    intercept_theory: float
-    median_max_weight: float
-
-
-@dataclass
-class DominanceData:
-    """Per-point quantities of the dominance check at one t: (P,) each."""
-
-    speed_sq: torch.Tensor
-    neg_log_density: torch.Tensor
-    max_weight: torch.Tensor
-
-
-def dominance_data(efm: EmpiricalVelocity, x: torch.Tensor, t: float) -> DominanceData:
-    """``||v*||^2``, ``-log p_t(x)`` and ``max_i w_i`` at points ``x`` (P, ...) and a fixed time t."""
-    x = x.to(device=efm.train.device, dtype=efm.dtype)
-    v = efm(x, t).reshape(x.shape[0], -1)
-    return DominanceData(speed_sq=v.pow(2).sum(1).cpu(), neg_log_density=-efm.log_density(x, t).cpu(),
-                         max_weight=efm.max_weight(x, t).cpu())
-
-
-def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    if x.size < 3 or np.ptp(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    r2 = 1.0 - float((resid ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
-    return float(slope), float(intercept), r2
-
-
-def dominance_fit(efm: EmpiricalVelocity, x: torch.Tensor, t: float,
-                  thresholds: Sequence[float] = (0.0, 0.5, 0.9, 0.99),
-                  data: DominanceData | None = None) -> list[AffineFit]:
-    """Fit ``||v*||^2`` against ``-log p_t(x)`` among points under posterior dominance (module docstring).
-
-    Args:
-        efm: the closed form.
-        x: (P, ...) points at time t (e.g. ``shell_points``).
-        t: the fixed time in [0, 1).
-        thresholds: dominance thresholds on max_i w_i in [0, 1]; 0 keeps every point.
-        data: precomputed ``dominance_data(efm, x, t)`` (to avoid recomputing).
-
-    Returns:
-        One AffineFit per threshold.
-    """
-    if any(not 0.0 <= float(h) <= 1.0 for h in thresholds):
-        raise ValueError(f"thresholds must lie in [0, 1], got {list(thresholds)}")
-    data = data if data is not None else dominance_data(efm, x, t)
-    c_t = log_normalizer(efm.n, efm.dim, t)
-    intercept_theory = -2.0 * c_t + float(efm.sq_norms.mean())
-    out = []
-    for h in thresholds:
-        keep = (data.max_weight >= h).numpy()
-        xs, ys = data.neg_log_density.numpy()[keep], data.speed_sq.numpy()[keep]
-        slope, intercept, r2 = _fit(xs, ys)
-        med = float(np.median(data.max_weight.numpy()[keep])) if keep.any() else float("nan")
-        out.append(AffineFit(t=float(t), threshold=float(h), n_points=int(keep.sum()), slope=slope,
-                             intercept=intercept, r2=r2, slope_theory=2.0, intercept_theory=intercept_theory,
-                             median_max_weight=med))
-    return out

@@ -1,0 +1,239 @@
+"""The chapter's tables and records: FIDs with their protocol, summary tables with paired changes against
+FM, the FID-F_mem plane, and the metrics and protocol written to the results file (Mathematics §5, §6).
+
+Example:
+    >>> fids = FidBench(reference, n_ref=200, train_mean=0.43, nfe=100)     # doctest: +SKIP
+    >>> fids.add_all(evals, ["FM", "balanced"])                             # doctest: +SKIP
+    >>> df = summary_table(["FM", "balanced"], evals, reference)           # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, fid_of_images, paired_fid_change, pareto_mask,
+                                                    summary_row, to_unit_range)
+from kpe_lib.metrics import FrechetReference, inception_protocol
+from kpe_lib.training import TrainResult
+
+__all__ = ["FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
+           "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
+           "chapter_metrics", "chapter_protocol"]
+
+_CHANGES = ["dfmem_pct", "dfmem_ci_lo_pct", "dfmem_ci_hi_pct"]
+_FID = ["fid", "dfid", "dfid_ci_lo", "dfid_ci_hi"]
+#: columns shown of each table (those present: FID columns only where FIDs were computed)
+MAIN_COLUMNS = ["alpha0", "beta0", *_FID, "fmem_pct", "fmem_ci_lo_pct", "fmem_ci_hi_pct", *_CHANGES, "kpe",
+                "kpe_early", "kpe_late"]
+SUBSET_COLUMNS = ["fid", "dfid", "fmem_pct", *_CHANGES]
+TAU_COLUMNS = ["tau_split_value", "fid", "paper FID", "dfid", "dfid_ci_lo", "dfid_ci_hi", "fmem_pct", *_CHANGES,
+               "kpe_early", "kpe_late"]
+FORM_COLUMNS = ["launch", "landing", *_FID, "fmem_pct", *_CHANGES, "kpe_early", "kpe_late"]
+EA_COLUMNS = ["beta0", *_FID, "fmem_pct", *_CHANGES, "kpe_late"]
+
+
+@dataclass
+class FidBench:
+    """FIDs of sample sets against one reference (TF-Inception pool_3, Mathematics §5), with their protocol.
+
+    Attributes:
+        reference: the reference statistics, prepared once.
+        n_ref: images behind the reference.
+        train_mean: the training mean the model's space is centred by (added back before Inception).
+        device: torch device of Inception.
+        nfe: Euler steps of the sample sets (for the protocol line).
+        ema: whether the sampled weights are an EMA.
+    """
+
+    reference: FrechetReference
+    n_ref: int
+    train_mean: float | torch.Tensor
+    device: str = "cpu"
+    nfe: int = 100
+    ema: bool = False
+
+    def tag(self, n: int) -> str:
+        """The protocol line printed beside FIDs of ``n`` generated images."""
+        return (f"FID: TF-Inception pool_3, {self.n_ref} test-split reference images vs {n} generated, "
+                f"Euler NFE {self.nfe}, uniform grid, {'EMA' if self.ema else 'no EMA'}")
+
+    def add(self, ev: ConfigEval) -> float:
+        """FID of one configuration's samples (one Inception pass), stored on it with the (B, 2048) features;
+        a configuration that has a FID keeps it."""
+        if ev.fid is None:
+            ev.fid, ev.features = fid_of_images(to_unit_range(ev.samples, self.train_mean), self.reference,
+                                                device=self.device)
+        return ev.fid
+
+    def add_all(self, evals: Mapping[str, ConfigEval], names: Sequence[str]) -> None:
+        """:meth:`add` for ``evals[name]``, in the order of ``names``."""
+        for name in names:
+            self.add(evals[name])
+
+    def real_floor(self, images01: torch.Tensor, n_first: int) -> tuple[float, float]:
+        """FID of real images (N, 1, H, W) in [0, 1], and of their first ``n_first`` (from the same features):
+        the floor a perfect sampler would score at those counts."""
+        fid, features = fid_of_images(images01, self.reference, device=self.device)
+        return fid, self.reference.fid(features[:n_first])
+
+    def protocol(self, n_main: int, n_ablation: int) -> dict[str, Any]:
+        """The FID protocol for the results file."""
+        return dict(inception_protocol(), reference=f"CelebA test split of the local subset, {self.n_ref} images",
+                    n_generated={"main table": n_main, "ablations and the FID-F_mem plane": n_ablation},
+                    solver="euler", nfe=self.nfe, grid="uniform", ema=self.ema,
+                    generated_space="pixels + training mean, clipped to [0, 1]")
+
+
+def summary_table(names: Sequence[str], evals: Mapping[str, ConfigEval], reference: FrechetReference, *,
+                  base: str = "FM", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One :func:`summary_row` per configuration, indexed by name: paired changes of F_mem against ``base``
+    and, where both have Inception features, the paired change of FID (``dfid`` with its 95% interval)."""
+    rows = []
+    for n in names:
+        row = summary_row(evals[n], None if n == base else evals[base], n_boot=n_boot, seed=seed)
+        if n != base and evals[n].features is not None and evals[base].features is not None:
+            d = paired_fid_change(reference, evals[base].features, evals[n].features, n_boot=n_boot, seed=seed)
+            row.update(dfid=d.value, dfid_ci_lo=d.ci[0], dfid_ci_hi=d.ci[1])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("config")
+
+
+def select_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The ``columns`` that ``df`` has, in that order, rounded to 2 decimals."""
+    return df[[c for c in columns if c in df.columns]].round(2)
+
+
+def steps_table(runs: Mapping[int, TrainResult], steps_evals: Mapping[int, ConfigEval]) -> pd.DataFrame:
+    """F_mem (%, with its 95% interval), mean KPE and the training loss (mean of the last 50 steps) per snapshot."""
+    return pd.DataFrame([{"steps": s, "loss (last 50)": float(np.mean(runs[s].losses[-50:])),
+                          "F_mem %": 100 * e.memorization.value,
+                          "95% CI": "[{:.1f}, {:.1f}]".format(*(100 * np.array(e.memorization.ci95))),
+                          "KPE (mean)": float(e.kpe.mean()), "late KPE (mean)": float(e.kpe_late.mean())}
+                         for s, e in steps_evals.items()]).set_index("steps")
+
+
+def damping_rows(evals: Mapping[str, ConfigEval], names: Sequence[str], memorised: torch.Tensor
+                 ) -> list[dict[str, Any]]:
+    """For every energy-aware configuration among ``names``: the share of paths it damped, the share of
+    FM-memorised samples among the damped ones, and the share of the FM-memorised samples it damped (%,
+    NaN when a group is empty). ``memorised``: (B,) bool, which samples FM memorised on the same noise."""
+    rows = []
+    for name in names:
+        ev = evals[name]
+        if ev.damped is not None:
+            rows.append({"config": name, "damped %": 100 * float(ev.damped.double().mean()),
+                         "FM-memorised among damped %": 100 * float(memorised[ev.damped].double().mean())
+                         if bool(ev.damped.any()) else float("nan"),
+                         "FM-memorised that were damped %": 100 * float(ev.damped[memorised].double().mean())
+                         if bool(memorised.any()) else float("nan")})
+    return rows
+
+
+def plane_table(evals: Mapping[str, ConfigEval]) -> pd.DataFrame:
+    """Every configuration with a FID: group, FID, F_mem (%) with its standard error, and whether it is on the
+    Pareto front of (FID, F_mem), both minimised."""
+    with_fid = [n for n, e in evals.items() if e.fid is not None]
+    plane = pd.DataFrame({"config": with_fid, "group": [evals[n].spec.group for n in with_fid],
+                          "fid": [evals[n].fid for n in with_fid],
+                          "fmem_pct": [100 * evals[n].memorization.value for n in with_fid],
+                          "fmem_se": [100 * evals[n].memorization.stderr for n in with_fid]}).set_index("config")
+    plane["pareto"] = pareto_mask(plane["fid"], plane["fmem_pct"])
+    return plane
+
+
+def config_metrics(ev: ConfigEval) -> dict[str, Any]:
+    """FID, F_mem with its interval and mean KPE (total, early, late) of one configuration."""
+    return {"fid": ev.fid, "fmem": ev.memorization.value, "fmem_ci95": list(ev.memorization.ci95),
+            "kpe": float(ev.kpe.mean()), "kpe_early": float(ev.kpe_early.mean()),
+            "kpe_late": float(ev.kpe_late.mean())}
+
+
+def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], main_df: pd.DataFrame, *,
+                    main_names: Sequence[str], n_ablation: int, taus: Sequence[float], tau_names: Sequence[str],
+                    form_names: Mapping[tuple[str, str], str], solver_rows: Sequence[Mapping[str, Any]],
+                    ea_names: Sequence[str], steps_evals: Mapping[int, ConfigEval], plane: pd.DataFrame,
+                    fid_real: float | None, fid_real_abl: float | None, verdicts: Mapping[str, str]
+                    ) -> dict[str, Any]:
+    """The metrics of the results file (F_mem as fractions, changes as fractions, FIDs as they are).
+
+    Args:
+        evals: the main table's runs (FM and ``main_names``) on the whole shared noise.
+        abl: the ablations' runs on its first ``n_ablation`` samples.
+        main_df: :func:`summary_table` of the main table.
+        taus, tau_names: the tau_split sweep and its configuration names.
+        form_names: (launch, landing) -> configuration name.
+        solver_rows: :attr:`SolverGrid.rows`.
+        ea_names: the energy-aware ablation's configurations.
+        steps_evals: step count -> FM evaluation over training.
+        plane: :func:`plane_table`.
+        fid_real, fid_real_abl: the real-image FID floors (None when not computed).
+        verdicts: claim -> verdict of the paper-vs-run table.
+    """
+    def change(n: str, column: str) -> float:
+        return float(main_df.loc[n, column])
+
+    return {
+        "fid_fm": evals["FM"].fid, "fmem_fm": evals["FM"].memorization.value,
+        "fid_kts": evals["balanced"].fid, "fmem_kts": evals["balanced"].memorization.value,
+        "fid_launch": evals["launch only"].fid, "fmem_launch": evals["launch only"].memorization.value,
+        "fid_landing": evals["landing only"].fid, "fmem_landing": evals["landing only"].memorization.value,
+        "fid_real_baseline": fid_real,
+        "dfmem_vs_fm": {n: change(n, "dfmem_pct") / 100 for n in main_names},
+        "dfmem_ci95_vs_fm": {n: [change(n, "dfmem_ci_lo_pct") / 100, change(n, "dfmem_ci_hi_pct") / 100]
+                             for n in main_names},
+        "dfid_vs_fm": {n: change(n, "dfid") for n in main_names},
+        "dfid_ci95_vs_fm": {n: [change(n, "dfid_ci_lo"), change(n, "dfid_ci_hi")] for n in main_names},
+        "fid_real_baseline_ablation": fid_real_abl,
+        "ablation_n_samples": n_ablation,
+        "ablation_reference": {n: config_metrics(abl[n]) for n in ["FM", *main_names]},
+        "tau_sweep": {f"{t:g}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value}
+                      for t, n in zip(taus, tau_names)},
+        "forms": {f"{lf}/{gf}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value}
+                  for (lf, gf), n in form_names.items()},
+        "solver_grid": {r["solver"] + f"/{r['nfe']}/" + r["grid"]: {
+            "fmem_fm": r["F_mem FM %"] / 100, "fmem_kts": r["F_mem KTS %"] / 100, "change": r["change (points)"] / 100,
+            "change_ci95": [r["CI lo"] / 100, r["CI hi"] / 100]} for r in solver_rows},
+        "energy_aware": {n: config_metrics(abl[n]) | ({"damped": float(abl[n].damped.double().mean())}
+                                                      if abl[n].damped is not None else {}) for n in ea_names},
+        "fmem_vs_steps": {str(s): e.memorization.value for s, e in steps_evals.items()},
+        "main": {n: config_metrics(evals[n]) for n in ["FM", *main_names]},
+        "pareto_front": [n for n in plane.index if plane.loc[n, "pareto"]],
+        "verdicts": {k: v for k, v in verdicts.items()},
+    }
+
+
+def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_config: dict[str, Any], n_params: int,
+                     training: dict[str, Any], n_samples: int, n_ablation: int, noise_seed: int, nfe: int,
+                     n_solver: int, solver_nfes: Sequence[int], n_boot: int, fid: Mapping[str, Any],
+                     decide_at: float | None, ea: Sequence[Sequence[float]],
+                     ea_continuous: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The protocol of the results file: data, model, training, sampling, F_mem, FID and energy-aware settings.
+
+    Args:
+        training: the training settings (steps, batch size, lr, EMA decay, seed) as written.
+        n_samples, n_ablation, n_solver: samples of the main table, the ablations and the solver grid.
+        noise_seed: seed of the shared noise's generator.
+        fid: :meth:`FidBench.protocol`.
+    """
+    return {
+        "data": {"dataset": "CelebA img_align_celeba, local 6,000-image subset", "n_train": n_train,
+                 "index": index, "preprocessing": "short side 32, centre crop, BT.601 gray, minus train mean",
+                 "train_mean": train_mean},
+        "model": model_config, "n_params": n_params,
+        "training": training,
+        "sampling": {"n_samples": n_samples, "ablation_n_samples": n_ablation, "noise_seed": noise_seed,
+                     "solver": "euler", "nfe": nfe, "grid": "uniform",
+                     "solver_ablation_n_samples": n_solver, "solver_ablation_nfes": list(solver_nfes),
+                     "nfe_definition": "velocity evaluations per sample (midpoint: nfe / 2 steps)"},
+        "fmem": {"space": "centred grayscale pixels", "threshold": "d1/d2 < 1/3", "n_boot": n_boot,
+                 "changes": "paired bootstrap over samples on the same noise"},
+        "fid": {k: v for k, v in fid.items()},
+        "energy_aware": {"signal": "running time-mean (left rule) of raw late power 1/2|v|^2 since tau_split",
+                         "decide_at": decide_at,
+                         "threshold": "quantile of the FM run's mean power over [tau_split, decide_at) (same noise)",
+                         "configs": ea, "continuous_configs": ea_continuous},
+    }
