@@ -95,3 +95,174 @@ def test_paper_backend_drives_the_tiny_paper_pipeline():
     assert sem.score.shape == (4,) and torch.isfinite(sem.margin).all() and backend.protocol["ema"] is True
     with pytest.raises(ValueError, match="lacks"):
         paper_backend(object())
+
+
+# --- the chapter's computations moved out of the notebook (prepare, analysis, kts, figures) ------------------
+
+import types
+
+import numpy as np
+
+from kpe_lib import KTS
+from kpe_lib.metrics.groups import GroupComparison
+from kpe_lib.metrics.semantic import SemanticResult
+from kpe_lib.experiments.semantics_guidance import analysis, kts as kts_mod, prepare
+
+
+def _comparison(mean_low, mean_high, welch_p, mw_p=None):
+    return GroupComparison(mean_low=mean_low, std_low=1.0, n_low=5, mean_high=mean_high, std_high=1.0, n_high=5,
+                           diff=mean_high - mean_low, welch_t=0.0, welch_dof=8.0, welch_p=welch_p, mw_u=0.0,
+                           mw_p=welch_p if mw_p is None else mw_p, rank_biserial=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_chapter():
+    """A 4-class 8x8 backend, its main run (12 samples: 3 per class) and a 2-scale sweep."""
+    torch.manual_seed(0)
+    unet = UNet(in_channels=3, width=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), num_classes=4).eval()
+    with torch.no_grad():  # the UNet's zero-initialised layers would give v = 0, hence KPE = 0
+        for p in unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    clf = Classifier(in_channels=3, num_classes=4, width=8).eval()
+    backend = cifar_backend(unet, clf, ["a", "b", "c", "d"], resolution=8, protocol={"ema": True})
+    main = analysis.main_guided_run(backend, 12, guidance=1.5, n_steps=3, seed=1, batch_size=5)
+    sweep = analysis.guidance_sweep(backend, main, [1.0, 1.5], guidance=1.5, n=8, n_steps=3)
+    return backend, main, sweep
+
+
+def test_loss_window_and_unet_config_by_hand():
+    window, first, last = prepare.loss_window(np.arange(1.0, 11.0))   # 10 steps: window 2
+    assert (window, first, last) == (2, 1.5, 9.5)
+    assert prepare.loss_window(np.array([3.0, 1.0]))[0] == 1
+    cfg = prepare.unet_config(32, (1, 2), 1, (1,), 0.0)
+    assert cfg == {"kind": "unet", "in_channels": 3, "width": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
+                   "attn_levels": [1], "dropout": 0.0, "num_classes": 10}
+
+
+def test_fid_reference_splits_reference_and_held_out(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(prepare, "reference_set", lambda images, description, **kw: seen.update(
+        images=images, description=description, **kw) or "REF")
+    images = torch.arange(10.0).reshape(10, 1, 1, 1)
+    ref = prepare.fid_reference(images, 4, 3, resolution=8, cache=tmp_path)
+    assert ref.reference == "REF" and seen["cache_dir"] == tmp_path / "fid"
+    assert seen["images"].flatten().tolist() == [0, 1, 2, 3] and ref.real_held_out.flatten().tolist() == [4, 5, 6]
+    assert "first 4 images, 8x8" in ref.description["reference"]
+
+
+def test_main_guided_run_matches_sample_guided_and_scores(tiny_chapter):
+    backend, main, _ = tiny_chapter
+    noise = class_balanced_noise(12, backend.sample_shape, 4, seed=1)
+    direct = sample_guided(backend.model, noise.x0, noise.labels, scale=1.5, n_steps=3, batch_size=5,
+                           guide=backend.guide)
+    assert torch.equal(main.samples.x, direct.x) and torch.equal(main.kpe, direct.kpe) and (main.kpe > 0).all()
+    assert main.labels.tolist() == [0, 1, 2, 3] * 3 and main.images.shape == (12, 3, 8, 8)
+    assert torch.equal(main.correct, (main.sem.margin > 0).double())
+    assert "12 samples, CFG 1.5, NFE 3 (6 network evaluations" in main.summary()
+
+
+def test_group_study_cuts_thirds_and_compares_by_hand():
+    kpe = torch.arange(12.0, dtype=torch.float64)
+    labels = torch.arange(12) % 2
+    sem = SemanticResult(score=kpe * 2.0, margin=-kpe, backend="test")
+    study = analysis.group_study(kpe, sem, None, labels, "thirds", score_name="s", margin_name="m", seed=0,
+                                 n_boot=50)
+    assert study.groups.low.nonzero()[0].tolist() == [0, 1, 2, 3]
+    assert study.groups_cls.low.nonzero()[0].tolist() == [0, 1, 2, 3]   # 2 lowest of each parity
+    assert study.score_cmp.mean_low == 3.0 and study.score_cmp.mean_high == 19.0   # 2 * mean(0..3), 2 * mean(8..11)
+    assert study.margin_cmp.diff == -8.0 and set(study.comparisons) == {(c, q) for c in ("global", "within class")
+                                                                         for q in ("s", "m")}
+    assert study.table.shape[0] == 4 and study.rho_score.value == pytest.approx(1.0)
+    assert "Spearman(KPE, score) = +1.00" in study.spearman_line()
+
+
+def test_class_summary_and_extremes_by_hand():
+    kpe = torch.tensor([1.0, 10.0, 2.0, 20.0, 3.0, 30.0], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    sem = SemanticResult(score=-kpe, margin=kpe, backend="test")
+    groups = analysis.kpe_groups(kpe, "halves")
+    correct = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    summary = analysis.class_summary(kpe, sem, correct, labels, groups, ["x", "y"])
+    assert summary.table.loc["x", "mean KPE"] == 2.0 and summary.table.loc["y", "mean margin"] == 20.0
+    assert summary.table.loc["x", "in low group"] == 3 and summary.table.loc["y", "accuracy"] == pytest.approx(1 / 3)
+    assert summary.rho_class is None   # fewer than 3 classes
+    everyone = np.ones(6, bool)
+    low = analysis.per_class_extremes(everyone, False, 2, kpe, labels, 2)
+    high = analysis.per_class_extremes(everyone, True, 2, kpe, labels, 2)
+    assert [r.tolist() for r in low] == [[0, 2], [1, 3]] and [r.tolist() for r in high] == [[4, 2], [5, 3]]
+
+
+def test_standard_error_and_sweep_trend():
+    assert analysis.standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(np.sqrt(2) / np.sqrt(2))
+    table = analysis.pd.DataFrame({"mean KPE": [1.0, 2.0, 3.0], "mean score": [3.0, 2.0, 1.0],
+                                   "mean margin": [1.0, 3.0, 2.0]})
+    trend = analysis.sweep_trend([1.0, 2.0, 3.0], table)
+    assert trend == pytest.approx({"KPE": 1.0, "score": -1.0, "margin": 0.5})
+    assert np.isnan(analysis.sweep_trend([1.0, 2.0], table.iloc[:2])["KPE"])
+
+
+def test_guidance_sweep_reuses_the_main_run(tiny_chapter):
+    _, main, sweep = tiny_chapter
+    assert list(sweep.runs) == [1.0, 1.5] and sweep.n == 8
+    assert torch.equal(sweep.runs[1.5]["kpe"], main.kpe[:8])
+    assert list(sweep.table.index) == [1.0, 1.5] and "accuracy" in sweep.table
+    assert sweep.table.loc[1.5, "mean KPE"] == float(main.kpe[:8].mean())
+
+
+def test_kts_study_metrics_and_protocol(tiny_chapter, monkeypatch):
+    backend, main, sweep = tiny_chapter
+    fake = lambda ref, images, protocol, device="cpu": types.SimpleNamespace(  # noqa: E731
+        fid=float(images.mean()), precision=0.5, recall=0.25, protocol=dict(protocol))
+    monkeypatch.setattr(kts_mod, "sample_quality", fake)
+    ref = prepare.FidReference(reference=types.SimpleNamespace(n=7), real_held_out=torch.rand(5, 3, 8, 8),
+                             description={"reference": "R"})
+    settings = {"FM": None, "launch": KTS(alpha0=0.05, beta0=0.0, tau_split=0.6)}
+    study = kts_mod.kts_study(backend, main, settings, ref, guidance=1.5, n=6, n_steps=3)
+    assert torch.equal(study.runs["FM"]["kpe"], main.kpe[:6])
+    assert float(study.runs["launch"]["kpe_early"].mean()) > float(study.runs["FM"]["kpe_early"].mean())
+    assert list(study.table.index) == ["FM", "launch", "real images (floor)"]
+    assert study.quality["launch"].protocol["kts"] == {"alpha0": 0.05, "beta0": 0.0, "tau_split": 0.6}
+    assert "6 vs 7 images" in study.fid_protocol and "reference: R" in study.fid_protocol
+    groups = analysis.group_study(main.kpe, main.sem, main.correct, main.labels, "thirds", score_name="s",
+                                  margin_name="m", n_boot=20)
+    cls = groups.comparisons[("within class", "s")]
+    metrics = kts_mod.chapter_metrics(groups, cls, sweep, study, {"claim": "not reproduced"},
+                                      classifier_accuracy=0.5, correct=main.correct)
+    assert metrics["fid_launch"] == study.quality["launch"].fid and metrics["fid_real_floor"] == float(
+        ref.real_held_out.mean())
+    assert set(metrics["sweep"]) == {"1", "1.5"} and metrics["group_size"] == 4
+    assert metrics["generated_accuracy"] == float(main.correct.mean()) and metrics["verdicts"]["claim"]
+    protocol = kts_mod.chapter_protocol("cifar", backend, groups, main, sweep, study, guidance=1.5, n_steps=3,
+                                        n_samples=12, sweep_scales=(1.0, 1.5), seed=0, alpha0=0.05, beta0=0.05,
+                                        tau_split=0.6, paper_path_exercised=False, train_seconds={})
+    assert protocol["network_evals_per_sample"] == 6 and protocol["sweep_scales"] == [1.0, 1.5]
+
+
+def test_readings_follow_the_numbers():
+    table = analysis.pd.DataFrame({"mean KPE": [1.0, 3.0, 2.0, 0.5]}, index=["a", "b", "c", "d"])
+    between = kts_mod.group_reading(_comparison(1.0, 2.0, 0.01), _comparison(1.0, 1.1, 0.5), table, 0.8)
+    assert "*between* classes" in between and "(b, c, a)" in between and "+0.80" in between
+    within = kts_mod.group_reading(_comparison(1.0, 2.0, 0.01), _comparison(1.0, 2.0, 0.01), table, 0.8)
+    assert within.startswith("The difference persists within classes")
+    assert kts_mod.group_reading(_comparison(2.0, 1.0, 0.5), _comparison(1.0, 1.1, 0.5), table, None).startswith(
+        "Neither cut")
+    assert kts_mod.guidance_reading({"KPE": 1.0, "score": 0.9, "margin": 0.6}).startswith("Stronger guidance")
+    assert kts_mod.guidance_reading({"KPE": 1.0, "score": 0.9, "margin": 0.5}).startswith("In this run")
+
+
+def test_figures_draw_from_results(tiny_chapter):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kpe_lib.experiments.semantics_guidance import figures
+
+    backend, main, sweep = tiny_chapter
+    study = analysis.group_study(main.kpe, main.sem, main.correct, main.labels, "thirds", score_name="s",
+                                 margin_name="m", n_boot=20)
+    fig = figures.extremes_figure(main, study, backend, per_class=6)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("low KPE")
+    fig2 = figures.sweep_grid_figure(sweep, backend.class_names, side=8)
+    assert [t.get_text() for t in fig2.axes[0].texts][-2:] == ["w = 1", "w = 1.5"]
+    plt.close("all")
