@@ -21,7 +21,8 @@ from kpe_lib.book.results import ChapterResults, read_results
 from kpe_lib.book.verdicts import VERDICTS, Judgement, Row, holm_adjust, lookup
 
 __all__ = ["ROWS", "VERDICTS", "Row", "ScoreboardEntry", "scoreboard", "judge_rows", "chapter_table", "load_scale",
-           "lookup", "replicate_names", "SPACES", "PRIMARY_SPACE", "change_verdict"]
+           "lookup", "replicate_names", "SPACES", "PRIMARY_SPACE", "change_verdict",
+           "paper_number"]
 
 Metrics = Mapping[str, Any]
 
@@ -162,6 +163,15 @@ def change_verdict(change: float, paper_change: float, tolerance: float, *, null
     if significant is False:
         return "direction only, not significant"
     return "reproduced in magnitude" if abs(change - paper_change) <= tolerance else "reproduced in direction"
+
+
+def paper_number(chapter: str, metric: str) -> str:
+    """The paper's number of one row as printed (for chapters that quote it), e.g.
+    ``paper_number("03_cifar_support", "Spearman(KPE, knn support), vae")`` -> ``"-0.65"``."""
+    hits = [r.paper for r in ROWS if r.chapter == chapter and r.metric == metric]
+    if not hits:
+        raise ValueError(f"no scoreboard row {metric!r} of chapter {chapter!r}")
+    return hits[0]
 
 
 def load_scale(results_dir: str | Path, scale: str) -> dict[str, ChapterResults]:
