@@ -120,3 +120,190 @@ def test_rho_verdict_rules():
     assert rho_verdict(0.5, 0.45, (0.30, 0.60)) == "reproduced in magnitude"
     with pytest.raises(ValueError, match="paper"):
         rho_verdict(0.0, 0.1, (0.0, 0.2))
+
+
+# --- the chapter's set-up and analysis functions (kpe_lib.experiments.cifar_support.setup / analysis) ---
+
+import contextlib
+from types import SimpleNamespace
+
+import pandas as pd
+
+from kpe_lib.data.images import ImageData
+from kpe_lib.experiments import cifar_support as cs
+
+
+def _images(n, seed, side=4, channels=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, channels, side, side, generator=gen)
+
+
+def _image_data(images, split):
+    labels = torch.arange(images.shape[0]) % 10
+    return ImageData(images=images, labels=labels, mean=0.0, scale="[0,1]", names=None, class_names=None,
+                     source="test", split=split)
+
+
+def _recorder():
+    seen = []
+
+    @contextlib.contextmanager
+    def stage(name):
+        seen.append(name)
+        yield
+
+    return seen, stage
+
+
+def test_loss_window_and_to_unit():
+    losses = np.arange(10.0)
+    assert cs.loss_window(losses) == (2, 0.5, 8.5)          # window n // 5 = 2: means of (0, 1) and (8, 9)
+    assert cs.loss_window(np.ones(1000))[0] == 50 and cs.loss_window(np.ones(3))[0] == 1
+    x = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 2.0])
+    assert cs.to_unit(x).tolist() == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_sample_main_on_a_constant_velocity_is_straight():
+    # v = c: Euler moves every sample by exactly c, so KPE = 1/2 ||c||^2 = the straight-line bound
+    c = torch.full((1, 2, 2), 0.5)
+    seen, stage = _recorder()
+    main = cs.sample_main(lambda x, t: c.expand_as(x), 6, (1, 2, 2), nfe=5, seed=3, stage=stage)
+    x0 = torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(main.x0, x0) and seen == ["sample NFE main"]
+    assert torch.allclose(main.x1, x0 + c, atol=1e-6)
+    assert torch.allclose(main.kpe.double(), torch.full((6,), 0.5, dtype=torch.float64), rtol=1e-6)   # 1/2 * 4 * 0.25
+    assert torch.allclose(main.excess.double(), torch.ones(6, dtype=torch.float64), rtol=1e-5)
+    assert torch.allclose(main.sample_norm, (x0 + c).flatten(1).norm(dim=1), atol=1e-6)
+    assert main.nfe == 5 and main.res.nfe == 5 and "6 samples, NFE 5" in main.summary()
+    assert torch.equal(main.samples_unit, cs.to_unit(main.x1))
+
+
+def test_inception_reference_is_a_seeded_subset():
+    idx = cs.inception_reference(50, 12, seed=1)
+    assert idx.shape == (12,) and len(set(idx.tolist())) == 12 and int(idx.max()) < 50
+    assert torch.equal(idx, torch.randperm(50, generator=torch.Generator().manual_seed(3))[:12])
+    assert cs.inception_reference(5, 12, seed=1).shape == (5,)
+
+
+def test_encode_spaces_fits_each_space_on_the_training_images(tmp_path):
+    train, test = _images(20, 0), _images(12, 1)
+    data = cs.CifarData(train=_image_data(train, "train"), test=_image_data(test, "test"), x_train=2 * train - 1,
+                        resolution=4, grayscale=True)
+    assert data.n_train == 20 and data.shape == (1, 4, 4) and "20 training images, 1 x 4 x 4; 12" in data.summary()
+    settings = cs.SpaceSettings(pca_components=5, ae_latent=2, ae_steps=1, clf_width=2, clf_steps=1, seed=0,
+                                cache=tmp_path)
+    samples = _images(7, 2)
+    seen, stage = _recorder()
+    feats = cs.encode_spaces(["pixels", "pca"], data, samples, settings, torch.arange(3), stage=stage)
+    assert seen == ["features: pixels", "features: pca"]
+    assert torch.equal(feats.features["pixels"].query, samples.flatten(1))
+    assert torch.equal(feats.features["pixels"].ref, train.flatten(1)) and feats.features["pixels"].note == ""
+    assert feats.features["pca"].query.shape == (7, 5) and feats.features["pca"].ref.shape == (20, 5)
+    assert feats.table["dim"].tolist() == [16, 5] and feats.table["reference items"].tolist() == [20, 20]
+    assert feats.n_inception_ref == 3 and feats.classifier_accuracy is None and feats.summary() == ""
+    with pytest.raises(ValueError, match="unknown feature space"):
+        cs.build_space("clip", data, settings)
+
+
+def _toy_study(seed=0, names=("a", "b")):
+    rng = np.random.default_rng(seed)
+    ref, query = rng.normal(size=(60, 3)), rng.normal(size=(24, 3)) * 1.5
+    kpe = np.linalg.norm(query, axis=1) + 0.3 * rng.normal(size=24)
+    spaces = [SpaceFeatures(n, torch.from_numpy(query * (i + 1)), torch.from_numpy(ref * (i + 1)))
+              for i, n in enumerate(names)]
+    return torch.from_numpy(kpe), spaces, support_correlations(torch.from_numpy(kpe), spaces, n_boot=50)
+
+
+def test_partial_correlations_match_partial_spearman():
+    from kpe_lib.experiments.cifar_support import partial_spearman
+
+    kpe, _, study = _toy_study()
+    control = torch.from_numpy(np.random.default_rng(9).normal(size=24))
+    partial = cs.partial_correlations(study, kpe, control, ["b", "a"])
+    assert [(r["space"], r["estimator"]) for r in partial.rows] == [("b", "knn"), ("b", "kde"), ("a", "knn"),
+                                                                      ("a", "kde")]
+    for r in partial.rows:
+        assert r["rho"] == study.rho(r["space"], r["estimator"])
+        assert r["rho | sample norm"] == partial_spearman(kpe, study.support(r["space"], r["estimator"]), control)
+    assert partial.table.index.tolist() == ["b", "a"]
+    assert partial.table.loc["a", ("rho", "knn")] == round(study.rho("a", "knn"), 2)
+    want = float(np.median([r["rho | sample norm"] for r in partial.rows if r["estimator"] == "kde"]))
+    assert partial.median("kde") == want
+
+
+def test_inception_quality_of_identical_sets_and_without_inception():
+    empty = cs.inception_quality(cs.FeatureSet({}, {}, pd.DataFrame(), 0), None, nfe=5, n_train=9, resolution=4,
+                                 ema=False)
+    assert empty.fid is None and empty.pr is None and empty.table.empty and empty.fid_real is None
+    ref = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    encoder = lambda images: images.flatten(1).double()   # noqa: E731 (the real images are the reference itself)
+    feats = cs.FeatureSet({"inception": encoder}, {"inception": SpaceFeatures("inception", ref.clone(), ref)},
+                          pd.DataFrame(), 30)
+    seen, stage = _recorder()
+    q = cs.inception_quality(feats, ref.reshape(30, 1, 2, 2), nfe=5, n_train=90, resolution=4, ema=True, stage=stage)
+    # generated = real = reference: FID 0, every probe inside the other manifold
+    assert q.fid == pytest.approx(0.0, abs=1e-6) and q.pr.precision == 1.0 and q.pr.recall == 1.0
+    assert q.table["count"].tolist() == [30, 30] and q.fid_real == pytest.approx(0.0, abs=1e-3)
+    assert q.protocol["nfe"] == 5 and q.protocol["ema"] is True and "30 random images of 90" in q.protocol["reference"]
+    assert seen == ["FID + precision/recall"] and "4x4 upsampled to 299" in q.summary()
+    assert len(cs.inception_quality(feats, None, nfe=5, n_train=90, resolution=4, ema=True).table) == 1
+
+
+def test_nfe_robustness_energy_of_a_linear_field():
+    # v(x, t) = x: Euler gives x_i = (1 + 1/N)^i x_0, so KPE = 1/2 ||x_0||^2 (1/N) sum_{i<N} (1 + 1/N)^(2i)
+    velocity = lambda x, t: x  # noqa: E731
+    main = cs.sample_main(velocity, 10, (1, 2, 2), nfe=4, seed=0)
+    ref = torch.rand(15, 4, generator=torch.Generator().manual_seed(1))
+    feats = cs.FeatureSet({"pixels": lambda im: im.flatten(1)},
+                          {"pixels": SpaceFeatures("pixels", main.samples_unit.flatten(1), ref)}, pd.DataFrame(), 0)
+    robust = cs.nfe_robustness(velocity, main, feats, nfes=[4, 8], n_samples=6, spaces=["pixels", "hog"], knn_k=3,
+                               bandwidth_rule="scott", n_boot=20, seed=0)
+    assert robust.n_samples == 6 and robust.spaces == ["pixels"] and robust.nfes == [4, 8]
+    assert torch.equal(robust.kpe[4], main.kpe[:6])
+    half_sq = 0.5 * main.x0[:6].flatten(1).pow(2).sum(1).double()
+    assert torch.allclose(robust.kpe[8].double(), half_sq * sum((9 / 8) ** (2 * i) for i in range(8)) / 8, rtol=1e-5)
+    assert len(robust.rows) == 4 and [r["NFE"] for r in robust.rows] == [4, 4, 8, 8]
+    direct = support_correlations(main.kpe[:6], [SpaceFeatures("pixels", main.samples_unit[:6].flatten(1), ref)],
+                                  ks=(3,), n_boot=20, seed=0)
+    assert robust.rows[0]["rho"] == direct.rho("pixels", "knn") and robust.rows[1]["rho"] == direct.rho("pixels", "kde")
+    assert robust.wide().shape == (2, 2)
+
+
+def test_support_sweep_caps_k_and_parses_the_settings():
+    kpe, spaces, _ = _toy_study()
+    small = SpaceFeatures("small", spaces[0].query, spaces[0].ref[:8])
+    sweep = cs.support_sweep(kpe, {"a": spaces[0], "small": small}, ["a", "small"], ks=[1, 5, 10],
+                             bandwidth_factors=[0.5, 2.0], bandwidth_rule="scott", n_boot=20, seed=0)
+    table = sweep.table
+    assert table[table.space == "a"].setting.tolist() == ["k=1", "k=5", "k=10", "h=0.5*scott", "h=2*scott"]
+    assert table[table.space == "small"].value.tolist() == [1, 5, 0.5, 2.0]    # k = 10 > 8 reference items
+    assert sweep.ks == [1, 5, 10] and sweep.bandwidth_rule == "scott"
+    full = support_correlations(kpe, [spaces[0]], ks=[1, 5, 10], bandwidth_factors=[0.5, 2.0], n_boot=20)
+    assert table[table.space == "a"].rho.tolist() == [r.rho for r in full.rows]
+
+
+def test_metrics_and_reading_come_from_the_results():
+    kpe, _, study = _toy_study()
+    partial = cs.partial_correlations(study, kpe, kpe + 1.0, ["a", "b"])
+    quality = cs.SampleQuality(fid=12.3456, pr=SimpleNamespace(precision=0.5, recall=0.25), ref_f=None, gen_f=None,
+                               table=pd.DataFrame({"FID": [12.346, 3.0]}), protocol={}, resolution=4)
+    main = SimpleNamespace(kpe=torch.tensor([1.0, 2.0, 4.0]), excess=torch.tensor([1.0, 1.5, 3.0]), nfe=7)
+    flow = SimpleNamespace(loss_last=np.float64(0.25), n_params=1_500_000, fm=SimpleNamespace(steps_done=40))
+    feats = SimpleNamespace(classifier_accuracy=(0.9, 0.4))
+    verdicts = pd.DataFrame({"verdict": ["not reproduced", "reproduced in direction"]}, index=["c1", "c2"])
+    rows = SimpleNamespace(rows=[{"NFE": 7, "space": "a", "estimator": "knn", "rho": -0.5}])
+    sweep = SimpleNamespace(rows=[{"space": "a", "setting": "k=1", "rho": 0.1}])
+    m = cs.chapter_metrics(study, ["a", "b"], partial=partial, rho_norm=np.float64(0.3), quality=quality, main=main,
+                           robust=rows, sweep=sweep, flow=flow, feats=feats, verdict_table=verdicts)
+    assert m["spearman_kde"] == {"a": study.rho("a", "kde"), "b": study.rho("b", "kde")}
+    assert m["spearman_knn_ci"]["b"] == [study.row("b", "knn").ci_low, study.row("b", "knn").ci_high]
+    assert m["fid_real_baseline"] == 3.0 and m["kpe_median"] == 2.0 and m["kpe_straight_ratio_median"] == 1.5
+    assert m["robust_nfe"] == {"7/a/knn": -0.5} and m["robust_k_bandwidth"] == {"a/k=1": 0.1}
+    assert m["classifier_val_accuracy"] == 0.4 and m["verdicts"] == {"c1": "not reproduced",
+                                                                       "c2": "reproduced in direction"}
+    text = cs.reading(study, ["a", "b"], verdicts, partial=partial, quality=quality, flow=flow, main=main,
+                      resolution=4)
+    n_neg = sum(study.row(n, "knn").ci_high < 0 for n in ("a", "b"))
+    assert "3 samples of a 1.50 M-parameter UNet trained for 40 steps at 4x4, NFE 7" in text
+    assert "*not reproduced*" in text and f"entirely below zero in {n_neg} of 2 spaces" in text
+    assert "FID of the samples is 12 against a floor of 3" in text
