@@ -212,7 +212,8 @@ def test_guidance_sweep_reuses_the_main_run(tiny_chapter):
 def test_kts_study_metrics_and_protocol(tiny_chapter, monkeypatch):
     backend, main, sweep = tiny_chapter
     fake = lambda ref, images, protocol, device="cpu": types.SimpleNamespace(  # noqa: E731
-        fid=float(images.mean()), precision=0.5, recall=0.25, protocol=dict(protocol))
+        fid=float(images.mean()), precision=0.5, recall=0.25, protocol=dict(protocol),
+        kid=types.SimpleNamespace(value=float(images.std()), ci=(0.0, 1.0)))
     monkeypatch.setattr(kts_mod, "sample_quality", fake)
     ref = prepare.FidReference(reference=types.SimpleNamespace(n=7), real_held_out=torch.rand(5, 3, 8, 8),
                              description={"reference": "R"})
@@ -226,16 +227,24 @@ def test_kts_study_metrics_and_protocol(tiny_chapter, monkeypatch):
     groups = analysis.group_study(main.kpe, main.sem, main.correct, main.labels, "thirds", score_name="s",
                                   margin_name="m", n_boot=20)
     cls = groups.comparisons[("within class", "s")]
-    metrics = kts_mod.chapter_metrics(groups, cls, sweep, study, {"claim": "not reproduced"},
-                                      classifier_accuracy=0.5, correct=main.correct)
+    metrics = kts_mod.chapter_metrics(groups, cls, sweep, study, classifier_accuracy=0.5, correct=main.correct,
+                                      tests={"t": {"test": "x"}})
     assert metrics["fid_launch"] == study.quality["launch"].fid and metrics["fid_real_floor"] == float(
         ref.real_held_out.mean())
     assert set(metrics["sweep"]) == {"1", "1.5"} and metrics["group_size"] == 4
-    assert metrics["generated_accuracy"] == float(main.correct.mean()) and metrics["verdicts"]["claim"]
+    assert metrics["generated_accuracy"] == float(main.correct.mean()) and "verdicts" not in metrics
+    margin_cls = groups.comparisons[("within class", "m")]
+    assert (metrics["margin_low_within_class"], metrics["margin_high_within_class"]) == (margin_cls.mean_low,
+                                                                                       margin_cls.mean_high)
+    assert metrics["margin_within_class_welch_p"] == margin_cls.welch_p and metrics["tests"] == {"t": {"test": "x"}}
+    assert metrics["kid_launch"] == study.quality["launch"].kid.value == metrics["kts"]["launch"]["kid"]
+    assert metrics["kts"]["FM"]["kid_ci95"] == [0.0, 1.0] and "kid_real_floor" in metrics
+    assert list(study.table.columns[:3]) == ["FID", "KID", "KID 95% CI"]
     protocol = kts_mod.chapter_protocol("cifar", backend, groups, main, sweep, study, guidance=1.5, n_steps=3,
                                         n_samples=12, sweep_scales=(1.0, 1.5), seed=0, alpha0=0.05, beta0=0.05,
                                         tau_split=0.6, paper_path_exercised=False, train_seconds={})
     assert protocol["network_evals_per_sample"] == 6 and protocol["sweep_scales"] == [1.0, 1.5]
+    assert protocol["n_samples"] == 12 and "paired bootstrap" in protocol["row_tests"]["kts"]
 
 
 def test_readings_follow_the_numbers():
@@ -266,3 +275,98 @@ def test_figures_draw_from_results(tiny_chapter):
     fig2 = figures.sweep_grid_figure(sweep, backend.class_names, side=8)
     assert [t.get_text() for t in fig2.axes[0].texts][-2:] == ["w = 1", "w = 1.5"]
     plt.close("all")
+
+
+# --- the tests behind the scoreboard rows ----------------------------------------------------------------
+
+import scipy.stats
+
+from kpe_lib.experiments.semantics_guidance import row_tests
+from kpe_lib.metrics import compare_groups, kpe_groups
+
+
+def test_welch_interval_matches_the_t_interval_by_hand():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 6), rng.normal(0, 1, 6), rng.normal(1, 3, 6)])
+    c = compare_groups(values, kpe_groups(np.arange(18.0)))
+    a, b = values[:6], values[12:]
+    se = np.sqrt(a.var(ddof=1) / 6 + b.var(ddof=1) / 6)
+    half = scipy.stats.t.ppf(0.975, c.welch_dof) * se
+    assert row_tests.welch_interval(c) == pytest.approx([b.mean() - a.mean() - half, b.mean() - a.mean() + half])
+    # a Welch interval excludes 0 exactly when Welch's p < 0.05
+    lo, hi = row_tests.welch_interval(c)
+    assert (lo > 0 or hi < 0) == (c.welch_p < 0.05)
+    flat = compare_groups(np.ones(6), kpe_groups(np.arange(6.0)))
+    assert row_tests.welch_interval(flat) == [0.0, 0.0]
+
+
+def test_semantics_tests_read_the_within_class_and_global_comparisons():
+    kpe = torch.arange(12.0, dtype=torch.float64)
+    labels = torch.arange(12) % 2
+    sem = SemanticResult(score=kpe * 2.0 + torch.sin(kpe), margin=-kpe + torch.cos(kpe), backend="test")
+    study = analysis.group_study(kpe, sem, None, labels, "thirds", score_name="s", margin_name="m", n_boot=20)
+    out = row_tests.semantics_tests(study.comparisons, "s", "m")
+    assert list(out) == ["score_within", "margin_within", "score_pooled", "margin_pooled"]
+    within, pooled = study.comparisons[("within class", "m")], study.comparisons[("global", "s")]
+    assert out["margin_within"]["p"] == within.welch_p and out["margin_within"]["cut"] == "within class"
+    assert out["score_pooled"]["p"] == pooled.welch_p and out["score_pooled"]["mann_whitney_p"] == pooled.mw_p
+    assert out["score_pooled"]["n"] == 8 and out["score_within"]["test"] == row_tests.WELCH_WITHIN
+    assert study.within("margin") is within
+
+
+def test_paired_mean_change_by_hand_and_at_the_edges():
+    a = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    b = a + np.array([0.5, 0.2, 0.9, 0.4, 0.6])
+    r = row_tests.paired_mean_change(a, b, n_boot=200, seed=1)
+    assert r["p"] == pytest.approx(scipy.stats.ttest_rel(b, a).pvalue) and r["n"] == 5
+    assert r["change"] == pytest.approx(0.52) and r["ci95"][0] <= 0.52 <= r["ci95"][1]
+    assert r["wilcoxon_p"] == pytest.approx(scipy.stats.wilcoxon(b - a).pvalue)
+    same = row_tests.paired_mean_change(a, a, n_boot=20)
+    assert (same["p"], same["ci95"], same["wilcoxon_p"]) == (1.0, [0.0, 0.0], 1.0)
+    assert row_tests.paired_mean_change(a, a + 1.0, n_boot=20)["p"] == 0.0
+    with pytest.raises(ValueError, match="paired"):
+        row_tests.paired_mean_change(a, a[:3])
+
+
+def test_kts_tests_are_paired_on_the_shared_noise():
+    from kpe_lib.metrics import (FrechetReference, feature_statistics, paired_kid_change, paired_set_change,
+                                 precision_recall)
+    from kpe_lib.metrics.quality import ReferenceSet
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(40, 5, generator=g)
+    fm = torch.randn(20, 5, generator=g)
+    quality = {"FM": types.SimpleNamespace(features=fm), "launch": types.SimpleNamespace(features=fm * 0.9),
+               "landing": types.SimpleNamespace(features=fm + 0.3)}
+    score = torch.randn(20, generator=g, dtype=torch.float64)
+    runs = {"FM": {"score": score}, "launch": {"score": score + 0.1}}
+    reference = ReferenceSet(features=real, stats=feature_statistics(real))
+    out = row_tests.kts_tests(runs, quality, reference, seed=3, n_boot_fid=30, n_boot_kid=40, n_boot_recall=20,
+                              n_boot_mean=50)
+    assert list(out) == ["fid_launch", "kid_launch", "score_launch", "recall_landing", "fid_landing", "kid_landing"]
+    fid = FrechetReference.from_stats(reference.stats).paired_change(fm, fm * 0.9, n_boot=30, seed=3)
+    assert out["fid_launch"]["p"] == fid.pvalue and out["fid_launch"]["ci95"] == list(fid.ci)
+    kid = paired_kid_change(real, fm, fm + 0.3, n_boot=40, seed=3)
+    assert out["kid_landing"]["change"] == kid.change and out["kid_landing"]["ci95"] == list(kid.ci)
+    rec = paired_set_change(lambda r, f: precision_recall(r, f, k=3).recall, real, fm, fm + 0.3, n_boot=20, seed=3)
+    assert out["recall_landing"]["ci95"] == list(rec.ci) and out["recall_landing"]["n"] == 20
+    assert out["score_launch"]["change"] == pytest.approx(0.1) and out["score_launch"]["p"] < 1e-6
+
+
+def test_every_row_of_the_chapter_is_judged_from_the_records(tiny_chapter):
+    from kpe_lib.book.scoreboard import ROWS, chapter_table
+    from kpe_lib.book.verdicts import evidence
+
+    _, main, _ = tiny_chapter
+    study = analysis.group_study(main.kpe, main.sem, None, main.labels, "thirds", score_name="s", margin_name="m",
+                                 n_boot=20)
+    records = row_tests.semantics_tests(study.comparisons, "s", "m")
+    g = torch.Generator().manual_seed(1)
+    for key in ("fid_launch", "kid_launch", "score_launch", "recall_landing"):
+        records[key] = {"test": "paired bootstrap", "p": 0.5, "ci95": [-1.0, 1.0], "n": 8}
+    metrics = {"tests": {k: evidence(**v) for k, v in records.items()},
+               **{k: float(torch.rand(1, generator=g)) for r in ROWS if r.chapter == "05_semantics_guidance"
+                  for k in r.ours}}
+    table = chapter_table("05_semantics_guidance", metrics, {"n_samples": 12})
+    assert len(table) == len([r for r in ROWS if r.chapter == "05_semantics_guidance"])
+    assert not set(table["verdict"]) & {"untested", "not run"}

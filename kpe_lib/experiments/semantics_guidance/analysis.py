@@ -96,6 +96,7 @@ class GroupStudy:
         table: one row per comparison (formatted means ± std, difference, p-values, rank-biserial, n).
         score_cmp, margin_cmp: the global comparisons of score and margin.
         rho_score, rho_margin: Spearman(KPE, score / margin) over all samples with bootstrap intervals.
+        score_name, margin_name: the quantity names the comparisons are keyed by.
     """
 
     groups: KPEGroups
@@ -106,6 +107,12 @@ class GroupStudy:
     margin_cmp: GroupComparison
     rho_score: SpearmanResult
     rho_margin: SpearmanResult
+    score_name: str = "score"
+    margin_name: str = "margin"
+
+    def within(self, quantity: str) -> GroupComparison:
+        """The within-class comparison of ``"score"`` or ``"margin"``."""
+        return self.comparisons[("within class", {"score": self.score_name, "margin": self.margin_name}[quantity])]
 
     def spearman_line(self) -> str:
         """Spearman(KPE, score) and Spearman(KPE, margin) with their bootstrap 95% intervals, one sentence."""
@@ -148,7 +155,7 @@ def group_study(kpe: torch.Tensor, sem: SemanticResult, correct: torch.Tensor | 
     rho_margin = spearman_with_ci(kpe, sem.margin, n_boot=n_boot, seed=seed)
     return GroupStudy(groups=groups, groups_cls=groups_cls, comparisons=comparisons, table=table,
                       score_cmp=comparisons[("global", score_name)], margin_cmp=comparisons[("global", margin_name)],
-                      rho_score=rho_score, rho_margin=rho_margin)
+                      rho_score=rho_score, rho_margin=rho_margin, score_name=score_name, margin_name=margin_name)
 
 
 @dataclass

@@ -26,6 +26,14 @@ from kpe_lib.metrics.groups import GroupComparison
 from kpe_lib.metrics.quality import QualityResult, sample_quality
 from kpe_lib.models.guidance import sample_guided
 
+ROW_TESTS = {
+    "groups": "Welch t (two-sided) with Welch's 95% interval of mean(high) - mean(low), Mann-Whitney p beside; "
+              "within-class rows (primary): groups cut inside each class; pooled rows: the global cut",
+    "kts": "FM, launch and landing share the noise and classes: paired bootstrap of the FID / KID / recall change "
+           "(noise vectors resampled, reference fixed); score: paired t on the per-sample differences with the "
+           "paired bootstrap 95% interval of their mean (Wilcoxon signed-rank p beside)",
+}
+
 __all__ = ["KTSStudy", "kts_study", "group_reading", "guidance_reading", "chapter_metrics", "chapter_protocol"]
 
 
@@ -98,20 +106,27 @@ def kts_study(backend: SemanticBackend, main: MainRun, settings: Mapping[str, An
     rows = []
     for name, r in runs.items():
         q = quality[name]
-        rows.append({"setting": name, "FID": q.fid, "precision": q.precision, "recall": q.recall,
+        rows.append({"setting": name, "FID": q.fid, **_kid_columns(q), "precision": q.precision, "recall": q.recall,
                      f"mean {backend.score_name}": float(r["score"].mean()),
                      f"mean {backend.margin_name}": float(r["margin"].mean()),
                      "mean KPE": float(r["kpe"].mean())})
     if real_quality is not None:
-        rows.append({"setting": "real images (floor)", "FID": real_quality.fid, "precision": real_quality.precision,
-                     "recall": real_quality.recall})
-    protocol = (f"FID, precision and recall (k = 3): TF-Inception pool features (2048-d, 299x299 bilinear); "
+        rows.append({"setting": "real images (floor)", "FID": real_quality.fid, **_kid_columns(real_quality),
+                     "precision": real_quality.precision, "recall": real_quality.recall})
+    protocol = (f"FID, KID (with its bootstrap 95% interval over the generated set), precision and recall (k = 3): "
+                f"TF-Inception pool features (2048-d, 299x299 bilinear); "
                 f"reference: {ref.description['reference']}; generated: {n} samples per setting, Euler, "
                 f"NFE {n_steps} ({2 * n_steps} network evaluations), CFG {guidance}, "
                 f"{'EMA' if ema else 'raw'} weights. Small sample counts: FID at "
                 f"{n} vs {reference.n} images is biased upwards and noisy; compare rows, not with the paper.")
     return KTSStudy(runs=runs, quality=quality, real_quality=real_quality,
                     table=pd.DataFrame(rows).set_index("setting"), fid_protocol=protocol, n=n)
+
+
+def _kid_columns(q: QualityResult) -> dict[str, Any]:
+    """KID and its 95% interval as table columns (empty when the quality result has no KID)."""
+    kid = getattr(q, "kid", None)
+    return {} if kid is None else {"KID": kid.value, "KID 95% CI": f"[{kid.ci[0]:.3g}, {kid.ci[1]:.3g}]"}
 
 
 def group_reading(score_cmp: GroupComparison, cls_score: GroupComparison, class_table: pd.DataFrame,
@@ -150,16 +165,19 @@ def guidance_reading(trend: Mapping[str, float]) -> str:
     return "In this run the scores do not rise together with KPE across guidance scales."
 
 
-def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep, kts: KTSStudy,
-                    verdicts: Mapping[str, str], *, classifier_accuracy: float | None = None,
-                    correct: torch.Tensor | None = None) -> dict[str, Any]:
-    """The ``metrics`` of the results file: group statistics, sweep means and trends, KTS scores, verdicts.
+def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep, kts: KTSStudy, *,
+                    classifier_accuracy: float | None = None, correct: torch.Tensor | None = None,
+                    tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``metrics`` of the results file: group statistics, sweep means and trends, KTS scores (FID, KID,
+    precision, recall, semantics) and the tests behind the scoreboard rows (no verdicts: the scoreboard
+    judges them from these numbers).
 
     Args:
         study: the group study; cls_score: its within-class comparison of the score.
-        sweep: the guidance sweep; kts: the KTS study; verdicts: claim -> verdict.
+        sweep: the guidance sweep; kts: the KTS study.
         classifier_accuracy: held-out accuracy of the classifier (cifar backend only).
         correct: (B,) 0/1 "classified as intended" of the main run (cifar backend only).
+        tests: the records behind the rows (``metrics["tests"]``), or None.
     """
     s, m = study.score_cmp, study.margin_cmp
     metrics = {
@@ -178,7 +196,6 @@ def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep,
                        "recall": kts.quality[name].recall, "score": float(r["score"].mean()),
                        "margin": float(r["margin"].mean()), "kpe_mean": float(r["kpe"].mean())}
                 for name, r in kts.runs.items()},
-        "verdicts": dict(verdicts),
     }
     for name in kts.runs:
         for key in ("fid", "score", "recall", "precision"):
@@ -189,7 +206,26 @@ def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep,
         metrics["classifier_test_accuracy"] = classifier_accuracy
     if correct is not None:
         metrics["generated_accuracy"] = float(correct.mean())
+    _add_new_metrics(metrics, study, kts, tests)
     return metrics
+
+
+def _add_new_metrics(metrics: dict[str, Any], study: GroupStudy, kts: KTSStudy, tests: Mapping[str, Any] | None
+                     ) -> None:
+    """The margin's within-class comparison (as the score's), KID beside every FID, and the row tests."""
+    cm, cs = study.within("margin"), study.within("score")
+    metrics.update(margin_low_within_class=cm.mean_low, margin_high_within_class=cm.mean_high,
+                   margin_within_class_welch_p=cm.welch_p, margin_within_class_mannwhitney_p=cm.mw_p,
+                   score_within_class_mannwhitney_p=cs.mw_p)
+    for name, q in kts.quality.items():
+        if getattr(q, "kid", None) is not None:
+            metrics["kts"][name].update(kid=q.kid.value, kid_ci95=list(q.kid.ci))
+            metrics[f"kid_{name.lower()}"] = q.kid.value
+    real = kts.real_quality
+    if real is not None and getattr(real, "kid", None) is not None:
+        metrics.update(kid_real_floor=real.kid.value, kid_real_floor_ci95=list(real.kid.ci))
+    if tests is not None:
+        metrics["tests"] = dict(tests)
 
 
 def chapter_protocol(backend_kind: str, backend: SemanticBackend, study: GroupStudy, main: MainRun,
@@ -215,6 +251,7 @@ def chapter_protocol(backend_kind: str, backend: SemanticBackend, study: GroupSt
         "kts": {"launch": {"alpha0": alpha0, "form": "linear"},
                 "landing": {"beta0": beta0, "form": "exponential", "k": 3.0}, "tau_split": tau_split},
         "fid": kts.fid_protocol, "fid_protocol": kts.quality["FM"].protocol,
+        "row_tests": dict(ROW_TESTS),
         "backend_settings": backend.protocol, "paper_path_exercised": paper_path_exercised,
         "train_seconds": dict(train_seconds),
     }

@@ -1,0 +1,145 @@
+"""The tests behind the chapter's scoreboard rows (Mathematics §5.7).
+
+**Groups.** The low- and high-KPE groups are two disjoint sets of samples, so each comparison is an
+unpaired two-sample test: Welch's t test (two-sided, the chapter's test), with Welch's 95% interval of
+``mean(high) - mean(low)`` and the Mann-Whitney p beside it. The *within-class* rows use the groups cut
+inside each class (the same number of samples of every class in both groups, so the class mix cancels from
+the difference of the means); Welch's variance there still holds the between-class spread, which makes
+the test conservative. The *pooled* rows use the global cut.
+
+**KTS.** FM, the launch and the landing integrate the *same* noise vectors with the same classes (the
+first ``n`` of the main run), so every change is paired row by row: the paired bootstrap of FID
+(``FrechetReference.paired_change``), of KID (``paired_kid_change``) and of recall
+(``paired_set_change``), each resampling the noise vectors with the reference held fixed; the semantic
+score by a paired t test on the per-sample differences with the paired percentile bootstrap interval of
+their mean (Wilcoxon's signed-rank p beside it). Every bootstrap draws from its own numpy generator
+(``seed``) and touches no global random state.
+
+Each record has the fields ``test``, ``p``, ``ci95``, ``n`` (and extras) that
+``kpe_lib.book.verdicts.evidence`` takes (that tier is above this package, so the chapter wraps them).
+
+Example:
+    >>> d = paired_mean_change([0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.5, 4.0], n_boot=100, seed=0)
+    >>> (d["test"], d["n"], d["change"])
+    ('paired t (bootstrap CI of the mean difference)', 4, 1.125)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import scipy.stats
+import torch
+
+from kpe_lib.metrics import bootstrap_ci, paired_kid_change, paired_set_change, precision_recall
+from kpe_lib.metrics.groups import GroupComparison
+
+__all__ = ["welch_interval", "group_test", "semantics_tests", "paired_mean_change", "paired_change_record",
+           "kts_tests"]
+
+WELCH_WITHIN = "Welch t, within-class cut"
+WELCH_POOLED = "Welch t, pooled cut"
+
+
+def welch_interval(c: GroupComparison, level: float = 0.95) -> list[float]:
+    """Welch's interval of ``mean_high - mean_low`` from a comparison's means, stds (ddof 1), sizes and dof."""
+    se = math.sqrt(c.std_low ** 2 / c.n_low + c.std_high ** 2 / c.n_high)
+    half = float(scipy.stats.t.ppf(0.5 + level / 2, c.welch_dof)) * se if se > 0 else 0.0
+    return [c.diff - half, c.diff + half]
+
+
+def group_test(c: GroupComparison, test: str, cut: str) -> dict[str, Any]:
+    """The record of one group comparison: Welch p and interval, Mann-Whitney p, the group sizes."""
+    ci = welch_interval(c)
+    return {"test": test, "p": _finite(c.welch_p), "ci95": ci if all(map(math.isfinite, ci)) else None,
+            "n": c.n_low + c.n_high,
+            "mann_whitney_p": _finite(c.mw_p), "n_low": c.n_low, "n_high": c.n_high, "cut": cut}
+
+
+def semantics_tests(comparisons: Mapping[tuple[str, str], GroupComparison], score_name: str,
+                    margin_name: str) -> dict[str, dict[str, Any]]:
+    """Records of the four group rows: ``score_within``, ``margin_within`` (within-class cut) and
+    ``score_pooled``, ``margin_pooled`` (global cut), from the group study's ``comparisons``."""
+    out = {}
+    for quantity, name in (("score", score_name), ("margin", margin_name)):
+        out[f"{quantity}_within"] = group_test(comparisons[("within class", name)], WELCH_WITHIN, "within class")
+    for quantity, name in (("score", score_name), ("margin", margin_name)):
+        out[f"{quantity}_pooled"] = group_test(comparisons[("global", name)], WELCH_POOLED, "global")
+    return out
+
+
+def _vector(x: torch.Tensor | np.ndarray | list) -> np.ndarray:
+    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64)
+
+
+def paired_mean_change(a, b, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Paired change of a per-sample quantity from A to B on the same noise (``b[i] - a[i]``).
+
+    Returns ``{"test", "p", "ci95", "n", "change", "wilcoxon_p"}``: the two-sided paired t p-value of the mean
+    difference (1 when every difference is 0; 0 when they are all equal and nonzero), the percentile
+    bootstrap 95% interval of the mean difference (``bootstrap_ci``, its own generator ``seed``), the number
+    of pairs, the mean difference and Wilcoxon's signed-rank p (zero differences dropped; 1 if all are 0).
+    """
+    x, y = _vector(a), _vector(b)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"a and b must be paired 1-D arrays of at least 2 values, got {x.shape} and {y.shape}")
+    d = y - x
+    if np.all(d == d[0]):
+        p = 1.0 if d[0] == 0 else 0.0
+    else:
+        p = float(scipy.stats.ttest_1samp(d, 0.0).pvalue)
+    wilcoxon = 1.0 if np.all(d == 0) else float(scipy.stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    boot = bootstrap_ci(np.mean, d, n_boot=n_boot, seed=seed)
+    ci = [boot.ci[0], boot.ci[1]] if all(map(math.isfinite, boot.ci)) else None
+    return {"test": "paired t (bootstrap CI of the mean difference)", "p": p, "ci95": ci,
+            "n": int(d.size), "change": float(d.mean()), "wilcoxon_p": _finite(wilcoxon)}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def paired_change_record(test: str, change: Any) -> dict[str, Any]:
+    """The record of a ``PairedChange`` (paired bootstrap p and percentile interval of the change); a p-value
+    or an interval that the bootstrap could not give (NaN, fewer than 2 finite replicates) is None."""
+    ci = [change.ci[0], change.ci[1]] if all(math.isfinite(c) for c in change.ci) else None
+    return {"test": test, "p": _finite(change.pvalue), "ci95": ci, "n": change.n, "change": change.change,
+            "n_boot": change.n_boot, "bias": _finite(change.bias)}
+
+
+def kts_tests(runs: Mapping[str, Mapping[str, torch.Tensor]], quality: Mapping[str, Any], reference: Any, *,
+              seed: int, n_boot_fid: int = 200, n_boot_kid: int = 1000, n_boot_recall: int = 200,
+              n_boot_mean: int = 1000) -> dict[str, dict[str, Any]]:
+    """Records of the KTS rows, FM against the launch and the landing on the shared noise.
+
+    Keys: ``fid_launch``, ``kid_launch``, ``score_launch`` and ``recall_landing`` (the rows), and
+    ``fid_landing``, ``kid_landing`` (the landing's cost in FID and KID, for the prose).
+
+    Args:
+        runs: setting -> per-sample ``"score"`` (``KTSStudy.runs``), with "FM", "launch", "landing".
+        quality: setting -> ``QualityResult`` with ``.features`` (``KTSStudy.quality``).
+        reference: the ``ReferenceSet`` (its ``.features`` and ``.frechet_reference()``).
+        seed: seed of every bootstrap (each its own generator).
+        n_boot_fid, n_boot_kid, n_boot_recall, n_boot_mean: resamples of each test.
+    """
+    fm = quality["FM"].features
+    frechet = reference.frechet_reference()
+    out = {}
+    for name in ("launch", "landing"):
+        feats = quality[name].features
+        out[f"fid_{name}"] = paired_change_record(
+            "paired bootstrap (FID)", frechet.paired_change(fm, feats, n_boot=n_boot_fid, seed=seed))
+        out[f"kid_{name}"] = paired_change_record(
+            "paired bootstrap (KID)", paired_kid_change(reference.features, fm, feats, n_boot=n_boot_kid, seed=seed))
+    out["score_launch"] = paired_mean_change(runs["FM"]["score"], runs["launch"]["score"], n_boot=n_boot_mean,
+                                             seed=seed)
+
+    def recall(real, fake) -> float:
+        return precision_recall(real, fake, k=3).recall
+
+    out["recall_landing"] = paired_change_record(
+        "paired bootstrap (recall)", paired_set_change(recall, reference.features, fm, quality["landing"].features,
+                                                       n_boot=n_boot_recall, seed=seed))
+    return {k: out[k] for k in ("fid_launch", "kid_launch", "score_launch", "recall_landing", "fid_landing",
+                                "kid_landing")}
