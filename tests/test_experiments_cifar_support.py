@@ -110,16 +110,44 @@ def test_partial_spearman_equals_the_correlation_of_rank_residuals():
         partial_spearman(a, b[:10], c)
 
 
-def test_rho_verdict_rules():
-    from kpe_lib.experiments.cifar_support import rho_verdict
+def test_support_tests_hold_the_spearman_p_value_and_bootstrap_interval_of_every_row():
+    from kpe_lib.book.scoreboard import PRIMARY_SPACE, chapter_table
+    from kpe_lib.book.verdicts import evidence
+    from kpe_lib.experiments.cifar_support import ESTIMATORS, support_tests
 
-    assert rho_verdict(-0.65, -0.58, (-0.70, -0.45)) == "reproduced in magnitude"
-    assert rho_verdict(-0.65, -0.30, (-0.42, -0.18)) == "reproduced in direction"
-    assert rho_verdict(-0.65, -0.10, (-0.25, 0.05)) == "not reproduced"
-    assert rho_verdict(-0.65, 0.40, (0.30, 0.50)) == "not reproduced"
-    assert rho_verdict(0.5, 0.45, (0.30, 0.60)) == "reproduced in magnitude"
-    with pytest.raises(ValueError, match="paper"):
-        rho_verdict(0.0, 0.1, (0.0, 0.2))
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.randn(300, 3, generator=gen)
+    query = torch.randn(60, 3, generator=gen) * torch.linspace(0.5, 3, 60)[:, None]
+    names = ["pixels", "vae"]
+    study = support_correlations(query.norm(dim=1), [SpaceFeatures(n, query, ref) for n in names],
+                                 bandwidth_rule="knn_median", n_boot=200, seed=1)
+    tests = support_tests(study, names, evidence)
+    assert set(tests) == {f"spearman_{e}" for e in ESTIMATORS}
+    for est in ESTIMATORS:
+        for name in names:
+            rec, row = tests[f"spearman_{est}"][name], study.row(name, est)
+            assert rec["test"] == "bootstrap CI (Spearman)" and rec["p"] == row.pvalue and rec["n"] == 60
+            assert rec["ci95"] == [row.ci_low, row.ci_high]
+    # the chapter's rows judge these records: the primary space's rows are reproduced in direction here
+    metrics = {"spearman_knn": {n: study.rho(n, "knn") for n in names},
+               "spearman_kde": {n: study.rho(n, "kde") for n in names}, "tests": tests}
+    table = chapter_table("03_cifar_support", metrics, {})
+    assert table.loc[f"Spearman(KPE, knn support), {PRIMARY_SPACE}", "verdict"] == "reproduced in direction"
+    assert table.loc["Spearman(KPE, kde support), pixels", "verdict"] != "untested"
+
+
+def test_knn_median_bandwidth_rule_is_accepted_and_labelled():
+    from kpe_lib.metrics import kde_bandwidth, kde_support
+
+    gen = torch.Generator().manual_seed(4)
+    ref, query = torch.randn(100, 40, generator=gen), torch.randn(20, 40, generator=gen)
+    study = support_correlations(torch.rand(20, generator=gen), [SpaceFeatures("s", query, ref)], ks=(5,),
+                                 bandwidth_factors=(1.0, 2.0), bandwidth_rule="knn_median", n_boot=20)
+    assert [r.setting for r in study.rows] == ["k=5", "h=1*knn_median", "h=2*knn_median"]
+    want = kde_support(query, ref, bandwidth=kde_bandwidth(ref, "knn_median")).log_density.double()
+    assert torch.equal(study.support("s", "kde"), want)
+    with pytest.raises(ValueError, match="bandwidth_rule"):
+        support_correlations(torch.rand(20), [SpaceFeatures("s", query, ref)], bandwidth_rule="median")
 
 
 # --- the chapter's set-up and analysis functions (kpe_lib.experiments.cifar_support.setup / analysis) ---
@@ -246,6 +274,10 @@ def test_inception_quality_of_identical_sets_and_without_inception():
     assert q.table["count"].tolist() == [30, 30] and q.fid_real == pytest.approx(0.0, abs=1e-3)
     assert q.protocol["nfe"] == 5 and q.protocol["ema"] is True and "30 random images of 90" in q.protocol["reference"]
     assert seen == ["FID + precision/recall"] and "4x4 upsampled to 299" in q.summary()
+    # KID on the same features, with its interval, and the real-vs-real floor
+    from kpe_lib.metrics import kid_with_ci
+    assert q.kid.value == kid_with_ci(ref, ref.clone(), seed=0).value and q.kid.ci[0] <= q.kid.ci[1]
+    assert q.kid_real is not None and "KID" in q.table.columns and "KID 95% CI" in q.table.columns
     assert len(cs.inception_quality(feats, None, nfe=5, n_train=90, resolution=4, ema=True).table) == 1
 
 
@@ -290,20 +322,25 @@ def test_metrics_and_reading_come_from_the_results():
     main = SimpleNamespace(kpe=torch.tensor([1.0, 2.0, 4.0]), excess=torch.tensor([1.0, 1.5, 3.0]), nfe=7)
     flow = SimpleNamespace(loss_last=np.float64(0.25), n_params=1_500_000, fm=SimpleNamespace(steps_done=40))
     feats = SimpleNamespace(classifier_accuracy=(0.9, 0.4))
-    verdicts = pd.DataFrame({"verdict": ["not reproduced", "reproduced in direction"]}, index=["c1", "c2"])
+    verdicts = pd.DataFrame({"verdict": ["not reproduced", "reproduced in direction"]},
+                            index=["Spearman(KPE, knn support), a", "Spearman(KPE, kde support), a"])
     rows = SimpleNamespace(rows=[{"NFE": 7, "space": "a", "estimator": "knn", "rho": -0.5}])
     sweep = SimpleNamespace(rows=[{"space": "a", "setting": "k=1", "rho": 0.1}])
+    tests = cs.support_tests(study, ["a", "b"], lambda test, **kw: dict(kw, test=test))
     m = cs.chapter_metrics(study, ["a", "b"], partial=partial, rho_norm=np.float64(0.3), quality=quality, main=main,
-                           robust=rows, sweep=sweep, flow=flow, feats=feats, verdict_table=verdicts)
+                           robust=rows, sweep=sweep, flow=flow, feats=feats, tests=tests)
     assert m["spearman_kde"] == {"a": study.rho("a", "kde"), "b": study.rho("b", "kde")}
     assert m["spearman_knn_ci"]["b"] == [study.row("b", "knn").ci_low, study.row("b", "knn").ci_high]
     assert m["fid_real_baseline"] == 3.0 and m["kpe_median"] == 2.0 and m["kpe_straight_ratio_median"] == 1.5
     assert m["robust_nfe"] == {"7/a/knn": -0.5} and m["robust_k_bandwidth"] == {"a/k=1": 0.1}
-    assert m["classifier_val_accuracy"] == 0.4 and m["verdicts"] == {"c1": "not reproduced",
-                                                                       "c2": "reproduced in direction"}
+    assert m["classifier_val_accuracy"] == 0.4 and "verdicts" not in m
+    assert m["kid"] is None and m["kid_ci95"] is None and m["kid_real_baseline"] is None
+    assert m["tests"]["spearman_knn"]["b"]["p"] == study.row("b", "knn").pvalue
     text = cs.reading(study, ["a", "b"], verdicts, partial=partial, quality=quality, flow=flow, main=main,
-                      resolution=4)
+                      resolution=4, primary="a")
     n_neg = sum(study.row(n, "knn").ci_high < 0 for n in ("a", "b"))
     assert "3 samples of a 1.50 M-parameter UNet trained for 40 steps at 4x4, NFE 7" in text
-    assert "*not reproduced*" in text and f"entirely below zero in {n_neg} of 2 spaces" in text
+    assert "kNN claim is *not reproduced*" in text and "KDE claim *reproduced in direction*" in text
+    assert f"entirely below zero in {n_neg} of 2 spaces" in text
+    assert f"{partial.rows[0]['rho | sample norm']:+.2f} with the sample norm held fixed" in text
     assert "FID of the samples is 12 against a floor of 3" in text

@@ -6,15 +6,17 @@ the training set around the generated sample (Spearman rho ~ -0.65 with kNN, -0.
 holds the chapter's computations, in the order the chapter runs them:
 
 * :mod:`~kpe_lib.experiments.cifar_support.correlations`: the KPE-vs-support table itself
-  (:func:`support_correlations`), the partial rank correlation and the verdict rule;
+  (:func:`support_correlations`), the partial rank correlation and the test records behind the
+  scoreboard rows (:func:`support_tests`; the verdicts come from :mod:`kpe_lib.book.scoreboard`);
 * :mod:`~kpe_lib.experiments.cifar_support.setup`: images, flow model, the main samples and the feature spaces;
 * :mod:`~kpe_lib.experiments.cifar_support.analysis`: partial correlations, FID / precision / recall, the NFE
   and k / bandwidth robustness, and the results record;
 * :mod:`~kpe_lib.experiments.cifar_support.figures`: the chapter's figures.
 """
-from kpe_lib.experiments.cifar_support.correlations import (ESTIMATORS, VERDICTS, SpaceFeatures,
-                                                            SupportCorrelation, SupportStudy, partial_spearman,
-                                                            rho_verdict, support_correlations)
+from kpe_lib.experiments.cifar_support.correlations import (BANDWIDTH_RULES, ESTIMATORS, SpaceFeatures,
+                                                            SupportCorrelation, SupportStudy,
+                                                            partial_spearman, support_correlations,
+                                                            support_tests)
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, SpaceSettings,
                                                      build_space, encode_spaces, inception_reference,
                                                      load_cifar_splits, loss_window, sample_main, to_unit,
@@ -26,8 +28,8 @@ from kpe_lib.experiments.cifar_support.analysis import (NFERobustness, PartialCo
 from kpe_lib.experiments.cifar_support.figures import (extremes_figure, kpe_figure, loss_figure, support_figure,
                                                        sweep_figure)
 
-__all__ = ["ESTIMATORS", "VERDICTS", "SpaceFeatures", "SupportCorrelation", "SupportStudy", "partial_spearman",
-           "rho_verdict", "support_correlations",
+__all__ = ["BANDWIDTH_RULES", "ESTIMATORS", "SpaceFeatures", "SupportCorrelation", "SupportStudy",
+           "partial_spearman", "support_correlations", "support_tests",
            "CifarData", "FeatureSet", "FlowModel", "MainSamples", "SpaceSettings", "build_space", "encode_spaces",
            "inception_reference", "load_cifar_splits", "loss_window", "sample_main", "to_unit", "train_flow_model",
            "NFERobustness", "PartialCorrelations", "SampleQuality", "SupportSweep", "chapter_metrics",

@@ -6,8 +6,8 @@ Each function does what one analysis cell of ``notebooks/03_cifar_support.md`` u
 same order and with the same seeds, so the chapter's numbers do not change:
 
 * :func:`partial_correlations`: Spearman(KPE, support) with the sample norm ``||x_N||`` held fixed;
-* :func:`inception_quality`: FID and precision / recall (k = 3) of the samples, and of held-out real images
-  scored the same way (the small-sample floor);
+* :func:`inception_quality`: FID, KID (with a bootstrap interval) and precision / recall (k = 3) of the
+  samples, and of held-out real images scored the same way (the small-sample floor);
 * :func:`nfe_robustness`: the first samples' noise integrated again at other NFEs, the correlations redone;
 * :func:`support_sweep`: every kNN rank and KDE bandwidth factor on the main samples;
 * :func:`chapter_metrics`, :func:`chapter_protocol` and :func:`reading`: the results file and the closing
@@ -31,7 +31,8 @@ from kpe_lib.experiments.cifar_support.correlations import (SpaceFeatures, Suppo
                                                             support_correlations)
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, Stage,
                                                      _no_stage)
-from kpe_lib.metrics import PRResult, feature_statistics, frechet_distance, inception_protocol, precision_recall
+from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_distance, inception_protocol,
+                             kid_with_ci, precision_recall)
 from kpe_lib.sampling import sample
 
 __all__ = ["PartialCorrelations", "SampleQuality", "NFERobustness", "SupportSweep", "partial_correlations",
@@ -88,6 +89,9 @@ class SampleQuality:
         table: one row per image set (generated; held-out real when scored), rounded to 3 digits.
         protocol: how FID was measured (network, reference, counts, solver).
         resolution: image side of the scored images (before the network's upsampling to 299).
+        kid: KID of the samples against the reference on the same features, with a bootstrap interval over
+            the samples (:func:`kpe_lib.metrics.kid_with_ci`, seed 0), computed after every other score.
+        kid_real: the same for the held-out real images (the KID floor), None when not scored.
     """
 
     fid: float | None
@@ -97,6 +101,8 @@ class SampleQuality:
     table: pd.DataFrame
     protocol: dict[str, Any]
     resolution: int = 0
+    kid: KIDResult | None = None
+    kid_real: KIDResult | None = None
 
     @property
     def fid_real(self) -> float | None:
@@ -142,12 +148,19 @@ def inception_quality(feats: FeatureSet, real_images: torch.Tensor | None, *, nf
             fid_real = frechet_distance(ref_stats.mu, ref_stats.sigma, real_stats.mu, real_stats.sigma)
             quality.append({"images": "held-out CIFAR-10 test images", "count": len(real_f), "FID": fid_real,
                             "precision": pr_real.precision, "recall": pr_real.recall})
+        # KID after every score above, on the same features; its bootstrap has its own numpy generator
+        kid_gen = kid_with_ci(ref_f, gen_f, seed=0)
+        kid_real = kid_with_ci(ref_f, real_f, seed=0) if real_images is not None else None
+        for rec, k in zip(quality, (kid_gen, kid_real)):
+            rec["KID"], rec["KID 95% CI"] = k.value, f"[{k.ci[0]:.3g}, {k.ci[1]:.3g}]"
     protocol = dict(inception_protocol(), reference=f"CIFAR-10 train split, {len(ref_f)} random images of "
                     f"{n_train} (data_batch_1), {resolution}x{resolution}", generated=f"{len(gen_f)} samples",
-                    solver="euler", nfe=nfe, ema=ema, precision_recall_k=3)
+                    solver="euler", nfe=nfe, ema=ema, precision_recall_k=3,
+                    kid=f"polynomial kernel degree {kid_gen.degree}, gamma 1/d, coef {kid_gen.coef:g}; bootstrap "
+                        f"interval over the generated set ({kid_gen.n_boot} resamples, seed 0), reference fixed")
     return SampleQuality(fid=fid_value, pr=pr, ref_f=ref_f, gen_f=gen_f,
                          table=pd.DataFrame(quality).set_index("images").round(3), protocol=protocol,
-                         resolution=resolution)
+                         resolution=resolution, kid=kid_gen, kid_real=kid_real)
 
 
 @dataclass
@@ -272,14 +285,17 @@ def _median_rho(study: SupportStudy, names: Sequence[str], est: str) -> float:
 
 def chapter_metrics(study: SupportStudy, names: Sequence[str], *, partial: PartialCorrelations, rho_norm: float,
                     quality: SampleQuality, main: MainSamples, robust: NFERobustness, sweep: SupportSweep,
-                    flow: FlowModel, feats: FeatureSet, verdict_table: pd.DataFrame) -> dict[str, Any]:
+                    flow: FlowModel, feats: FeatureSet, tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The chapter's metrics record (``results/<scale>/03_cifar_support.json``, key ``metrics``).
 
     Args:
         study: the main correlations; names: the spaces in order.
         partial, rho_norm: the sample-norm analysis (rho_norm = Spearman(KPE, ||x_N||)).
         quality, main, robust, sweep, flow, feats: the results of the cells above.
-        verdict_table: the "paper vs this run" table (index: claim; column ``verdict``).
+
+        tests: the test records behind the scoreboard rows (:func:`support_tests`), stored as ``"tests"``.
+
+    The verdicts are not stored here: the scoreboard rows judge ``metrics["tests"]``.
     """
     pr = quality.pr
     return {
@@ -296,7 +312,11 @@ def chapter_metrics(study: SupportStudy, names: Sequence[str], *, partial: Parti
         "robust_k_bandwidth": {f"{r['space']}/{r['setting']}": r["rho"] for r in sweep.rows},
         "train_loss_last": float(flow.loss_last),
         "classifier_val_accuracy": feats.classifier_accuracy[1] if feats.classifier_accuracy is not None else None,
-        "verdicts": {k: v["verdict"] for k, v in verdict_table.to_dict("index").items()},
+        "kid": quality.kid.value if quality.kid else None,
+        "kid_ci95": list(quality.kid.ci) if quality.kid else None,
+        "kid_real_baseline": quality.kid_real.value if quality.kid_real else None,
+        "kid_real_baseline_ci95": list(quality.kid_real.ci) if quality.kid_real else None,
+        "tests": dict(tests or {}),
     }
 
 
@@ -312,7 +332,8 @@ def chapter_protocol(data: CifarData, flow: FlowModel, main: MainSamples, feats:
         "sampling": {"solver": "euler", "grid": "uniform", "nfe": main.nfe, "n_samples": int(main.kpe.shape[0]),
                      "energy_rule": "solver (Euler left sum)", "gain": None,
                      "weights": "EMA" if flow.fm.ema else "raw"},
-        "support": {"knn_k": knn_k, "kde_bandwidth": f"1 x {sweep.bandwidth_rule} (isotropic)",
+        "support": {"knn_k": knn_k, "kde_bandwidth": f"1 x {sweep.bandwidth_rule} (isotropic"
+                                                      + (", k = 5)" if sweep.bandwidth_rule == "knn_median" else ")"),
                     "n_boot": n_boot, "feature_spaces": feats.table.reset_index().to_dict("records"),
                     "inception_reference": feats.n_inception_ref},
         "fid": quality.protocol, "groups": f"lowest / highest {group_fraction:.0%} by KPE",
@@ -322,29 +343,44 @@ def chapter_protocol(data: CifarData, flow: FlowModel, main: MainSamples, feats:
     }
 
 
-def reading(study: SupportStudy, names: Sequence[str], verdict_table: pd.DataFrame, *,
+def reading(study: SupportStudy, names: Sequence[str], table: pd.DataFrame, *,
             partial: PartialCorrelations, quality: SampleQuality, flow: FlowModel, main: MainSamples,
-            resolution: int) -> str:
-    """The closing paragraph (Markdown) of the chapter, every number from the arguments.
+            resolution: int, primary: str = "vae") -> str:
+    """The closing paragraph (Markdown) of the chapter, every number and verdict from the arguments.
 
-    It states the two verdicts, in how many spaces the interval of rho lies entirely below or above zero,
-    how the sample-norm partial correlation moves the median rho, and the FID against the real-image floor.
+    Args:
+        table: the chapter's "paper vs this run" table (:func:`kpe_lib.book.scoreboard.chapter_table`, index:
+            claim, column ``verdict``); the verdicts quoted are those of the rows of ``primary``.
+        primary: the declared primary space (:data:`kpe_lib.book.scoreboard.PRIMARY_SPACE`).
+
+    It states the primary space's two verdicts with its rho and its norm-controlled partial rho, the median
+    over spaces, in how many spaces the interval of rho lies entirely below or above zero, how the
+    sample-norm partial correlation moves the median rho, and the FID and KID against the real-image floor.
     """
-    verdicts = verdict_table["verdict"].tolist()
+    verdict = {est: table.loc[f"Spearman(KPE, {est} support), {primary}", "verdict"] for est in ESTIMATOR_PAIR}
+    part = {(r["space"], r["estimator"]): r["rho | sample norm"] for r in partial.rows}
     n_neg = {est: sum(study.row(n, est).ci_high < 0 for n in names) for est in ESTIMATOR_PAIR}
     n_pos = {est: sum(study.row(n, est).ci_low > 0 for n in names) for est in ESTIMATOR_PAIR}
+    n_part_pos = sum(v > 0 for v in part.values())
     partial_med = {est: partial.median(est) for est in ESTIMATOR_PAIR}
     lines = [
         f"**In this run** ({main.kpe.shape[0]} samples of a {flow.n_params / 1e6:.2f} M-parameter UNet trained for "
-        f"{flow.fm.steps_done} steps at {resolution}x{resolution}, NFE {main.nfe}): the kNN claim is "
-        f"*{verdicts[0]}* and the KDE claim *{verdicts[1]}*. The interval of rho lies entirely below zero in "
+        f"{flow.fm.steps_done} steps at {resolution}x{resolution}, NFE {main.nfe}), in the declared primary space "
+        f"({primary}): the kNN claim is *{verdict['knn']}* (rho {study.rho(primary, 'knn'):+.2f}, "
+        f"{part[(primary, 'knn')]:+.2f} with the sample norm held fixed) and the KDE claim *{verdict['kde']}* "
+        f"(rho {study.rho(primary, 'kde'):+.2f}, {part[(primary, 'kde')]:+.2f} with the norm held fixed). "
+        f"The median over the {len(names)} spaces is {_median_rho(study, names, 'knn'):+.2f} (kNN) and "
+        f"{_median_rho(study, names, 'kde'):+.2f} (KDE). The interval of rho lies entirely below zero in "
         f"{n_neg['knn']} of {len(names)} spaces with kNN and {n_neg['kde']} with the KDE, and "
         f"entirely above zero in {n_pos['knn']} and {n_pos['kde']}.",
         f"Holding the sample norm fixed moves the median rho over spaces to {partial_med['knn']:+.2f} (kNN) and "
         f"{partial_med['kde']:+.2f} (KDE), from {_median_rho(study, names, 'knn'):+.2f} and "
-        f"{_median_rho(study, names, 'kde'):+.2f}.",
+        f"{_median_rho(study, names, 'kde'):+.2f}; {n_part_pos} of the {len(part)} norm-controlled partial "
+        f"correlations are positive.",
     ]
     if quality.fid is not None and len(quality.table) > 1:
+        kid_floor = f" and a KID of {quality.kid.value:.3g} against {quality.kid_real.value:.3g}" \
+            if quality.kid is not None and quality.kid_real is not None else ""
         lines.append(f"The FID of the samples is {quality.fid:.0f} against a floor of {quality.fid_real:.0f} "
-                     f"for held-out real images at the same counts: the model is far from the paper's.")
+                     f"for held-out real images at the same counts{kid_floor}: the model is far from the paper's.")
     return "\n\n".join(lines)
