@@ -422,7 +422,7 @@ def test_chapter_metrics_convert_percent_to_fractions():
     m = study.chapter_metrics(evals, abl, main_df, main_names=main, n_ablation=2, taus=[0.6], tau_names=["balanced"],
                               form_names={("linear", "exponential"): "balanced"}, solver_rows=rows, ea_names=["EA"],
                               steps_evals={10: evals["FM"]}, plane=plane, fid_real=3.0, fid_real_abl=4.0,
-                              verdicts=pd.Series({"claim": "reproduced"}))
+                              kids={"FM": {"kid": 0.1, "kid_ci95": [0.0, 0.2]}}, tests={"fmem": {}})
     assert m["fid_fm"] == 10.0 and m["fmem_kts"] == 0.4 and m["fmem_landing"] == pytest.approx(0.2)
     assert m["dfmem_vs_fm"] == {"balanced": -0.1, "launch only": -0.2, "landing only": -0.3}
     assert m["dfmem_ci95_vs_fm"]["balanced"] == [-0.2, 0.0] and m["dfid_ci95_vs_fm"]["landing only"] == [0.0, 4.0]
@@ -432,7 +432,8 @@ def test_chapter_metrics_convert_percent_to_fractions():
     assert m["main"]["FM"] == study.config_metrics(evals["FM"]) == {
         "fid": 10.0, "fmem": 0.5, "fmem_ci95": [0.4, 0.6], "kpe": 3.0, "kpe_early": 1.0, "kpe_late": 2.0}
     assert m["tau_sweep"] == {"0.6": {"fid": 11.0, "fmem": 0.4}} and m["forms"]["linear/exponential"]["fid"] == 11.0
-    assert m["pareto_front"] == ["FM"] and m["verdicts"] == {"claim": "reproduced"}
+    assert m["pareto_front"] == ["FM"] and "verdicts" not in m and m["tests"] == {"fmem": {}}
+    assert m["kid_fm"] == 0.1 and m["kid_fm_ci95"] == [0.0, 0.2] and "kid_kts" not in m and m["kid_ablation"] == {}
     assert m["fmem_vs_steps"] == {"10": 0.5} and m["ablation_n_samples"] == 2 and m["fid_real_baseline"] == 3.0
     proto = study.chapter_protocol(n_train=8, index=0, train_mean=0.4, model_config={"kind": "unet"}, n_params=5,
                                    training={"steps": [10]}, n_samples=8, n_ablation=6, noise_seed=1, nfe=10,
@@ -471,3 +472,43 @@ def test_figures_draw_from_computed_values(setting):
     for fig in figs:
         assert fig.axes
         plt.close(fig)
+
+
+def test_chapter_tests_back_every_scoreboard_row():
+    from kpe_lib.book.scoreboard import ROWS, judge_rows
+    from kpe_lib.book.verdicts import evidence
+    from kpe_lib.metrics import kid_with_ci, mcnemar_exact, paired_kid_change
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(12, 6, generator=g, dtype=torch.float64)
+    ref = FrechetReference.from_stats(feature_statistics(real))
+    mem = {"FM": [1, 1, 1, 1, 1, 0, 1, 0], "balanced": [0, 0, 0, 1, 0, 0, 0, 0],
+           "launch only": [1, 1, 1, 1, 0, 0, 1, 0], "landing only": [0, 0, 0, 0, 0, 0, 0, 0]}
+    evals = {n: SimpleNamespace(memorization=SimpleNamespace(memorized=torch.tensor(flags, dtype=torch.bool)),
+                                features=torch.randn(8, 6, generator=g, dtype=torch.float64) + i)
+             for i, (n, flags) in enumerate(mem.items())}
+    abl = {"t0.2": SimpleNamespace(features=evals["FM"].features[:6]),
+           "balanced": SimpleNamespace(features=evals["balanced"].features[:6]),
+           "t0.8": SimpleNamespace(features=None)}
+    main = ["balanced", "launch only", "landing only"]
+    tests = study.chapter_tests(evals, abl, ref, real, main_names=main, taus=[0.2, 0.6, 0.8],
+                                tau_names=["t0.2", "balanced", "t0.8"], evidence=evidence, n_boot=50, seed=3)
+    mc = mcnemar_exact(mem["FM"], mem["balanced"])
+    d = paired_fmem_change(evals["FM"].memorization, evals["balanced"].memorization, n_boot=50, seed=3)
+    assert tests["fmem"]["balanced"]["p"] == mc.pvalue and tests["fmem"]["balanced"]["n"] == 8
+    assert tests["fmem"]["balanced"]["ci95"] == [float(d.ci[0]), float(d.ci[1])]
+    f = paired_fid_change(ref, evals["FM"].features, evals["landing only"].features, n_boot=50, seed=3)
+    assert tests["fid"]["landing only"]["ci95"] == pytest.approx(list(f.ci))
+    k = paired_kid_change(real, evals["FM"].features, evals["launch only"].features, n_boot=50, seed=3)
+    assert tests["kid"]["launch only"]["p"] == k.pvalue
+    assert set(tests["fid"]) == {*main, "tau_0.2"} and tests["fid"]["tau_0.2"]["n"] == 6  # no features at 0.8
+    kids = study.kid_metrics(real, evals, ["FM", "balanced"], n_boot=50, seed=3)
+    assert kids["FM"]["kid"] == pytest.approx(kid_with_ci(real, evals["FM"].features, n_boot=50, seed=3).value)
+    metrics = {"fmem_fm": 0.75, "fmem_kts": 0.125, "fmem_launch": 0.625, "fmem_landing": 0.0,
+               "fid_fm": 1.0, "fid_kts": 2.0, "fid_launch": 3.0, "fid_landing": 4.0, "kid_fm": 0.1, "kid_kts": 0.2,
+               "kid_launch": 0.3, "kid_landing": 0.4, "tau_sweep": {"0.2": {"fid": 5.0}, "0.6": {"fid": 2.0}},
+               "tests": tests}
+    rows = [r for r in ROWS if r.chapter == "04_celeba_kts"]
+    judged = dict(zip([r.metric for r in rows], judge_rows(rows, {"04_celeba_kts": (metrics, {})})))
+    untested = [m for m, j in judged.items() if j.verdict in ("untested", "not run")]
+    assert untested == ["FID, tau_split = 0.4 -> 0.6", "FID, tau_split = 0.8 -> 0.6"]  # no value / no test

@@ -30,7 +30,8 @@ from kpe_lib.experiments.celeba_kts.runs import (EnergyAwareRuns, EnergySplit, S
                                                  train_checkpoints, unet_config)
 from kpe_lib.experiments.celeba_kts.tables import (EA_COLUMNS, FORM_COLUMNS, MAIN_COLUMNS, SUBSET_COLUMNS,
                                                    TAU_COLUMNS, FidBench, chapter_metrics, chapter_protocol,
-                                                   config_metrics, damping_rows, plane_table, select_columns,
+                                                   chapter_tests, config_metrics, damping_rows, kid_metrics,
+                                                   plane_table, select_columns,
                                                    steps_table, summary_table)
 from kpe_lib.shaping import KTS
 
@@ -41,6 +42,6 @@ __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_
            "EnergySplit", "energy_split",
            "FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
-           "chapter_metrics", "chapter_protocol",
+           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests",
            "training_images_figure", "fmem_over_training_figure", "gains_figure", "neighbors_figure",
            "energy_split_figure", "forms_figure", "solver_figure", "late_power_figure", "plane_figure"]

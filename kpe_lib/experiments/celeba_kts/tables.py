@@ -22,7 +22,7 @@ from kpe_lib.training import TrainResult
 
 __all__ = ["FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
-           "chapter_metrics", "chapter_protocol"]
+           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests"]
 
 _CHANGES = ["dfmem_pct", "dfmem_ci_lo_pct", "dfmem_ci_hi_pct"]
 _FID = ["fid", "dfid", "dfid_ci_lo", "dfid_ci_hi"]
@@ -156,8 +156,10 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
                     main_names: Sequence[str], n_ablation: int, taus: Sequence[float], tau_names: Sequence[str],
                     form_names: Mapping[tuple[str, str], str], solver_rows: Sequence[Mapping[str, Any]],
                     ea_names: Sequence[str], steps_evals: Mapping[int, ConfigEval], plane: pd.DataFrame,
-                    fid_real: float | None, fid_real_abl: float | None, verdicts: Mapping[str, str]
-                    ) -> dict[str, Any]:
+                    fid_real: float | None, fid_real_abl: float | None,
+                    kids: Mapping[str, Mapping[str, Any]] | None = None,
+                    kids_abl: Mapping[str, Mapping[str, Any]] | None = None,
+                    tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metrics of the results file (F_mem as fractions, changes as fractions, FIDs as they are).
 
     Args:
@@ -171,12 +173,14 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
         steps_evals: step count -> FM evaluation over training.
         plane: :func:`plane_table`.
         fid_real, fid_real_abl: the real-image FID floors (None when not computed).
-        verdicts: claim -> verdict of the paper-vs-run table.
+        kids, kids_abl: :func:`kid_metrics` of the main table and of the ablations (new keys ``kid_*``).
+        tests: :func:`chapter_tests`, stored under ``"tests"`` for the scoreboard rows.
     """
     def change(n: str, column: str) -> float:
         return float(main_df.loc[n, column])
 
-    return {
+    kids, kids_abl = kids or {}, kids_abl or {}
+    out = {
         "fid_fm": evals["FM"].fid, "fmem_fm": evals["FM"].memorization.value,
         "fid_kts": evals["balanced"].fid, "fmem_kts": evals["balanced"].memorization.value,
         "fid_launch": evals["launch only"].fid, "fmem_launch": evals["launch only"].memorization.value,
@@ -202,8 +206,14 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
         "fmem_vs_steps": {str(s): e.memorization.value for s, e in steps_evals.items()},
         "main": {n: config_metrics(evals[n]) for n in ["FM", *main_names]},
         "pareto_front": [n for n in plane.index if plane.loc[n, "pareto"]],
-        "verdicts": {k: v for k, v in verdicts.items()},
     }
+    for key, n in (("fm", "FM"), ("kts", "balanced"), ("launch", "launch only"), ("landing", "landing only")):
+        if n in kids:
+            out[f"kid_{key}"], out[f"kid_{key}_ci95"] = kids[n]["kid"], kids[n]["kid_ci95"]
+    out["kid_main"] = dict(kids)
+    out["kid_ablation"] = dict(kids_abl)
+    out["tests"] = dict(tests or {})
+    return out
 
 
 def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_config: dict[str, Any], n_params: int,
@@ -237,3 +247,60 @@ def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_confi
                          "threshold": "quantile of the FM run's mean power over [tau_split, decide_at) (same noise)",
                          "configs": ea, "continuous_configs": ea_continuous},
     }
+
+
+def kid_metrics(ref_features: torch.Tensor | np.ndarray, evals: Mapping[str, ConfigEval], names: Sequence[str],
+                *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """KID (polynomial kernel, :func:`kpe_lib.metrics.kid_with_ci`) of every configuration among ``names`` that has
+    Inception features, against the reference's features (the same features as its FID): {name: {kid, kid_ci95}}."""
+    from kpe_lib.metrics import kid_with_ci
+
+    out = {}
+    for n in names:
+        if evals[n].features is not None:
+            k = kid_with_ci(ref_features, evals[n].features, n_boot=n_boot, seed=seed)
+            out[n] = {"kid": float(k.value), "kid_ci95": [float(k.ci[0]), float(k.ci[1])]}
+    return out
+
+
+def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], reference: FrechetReference,
+                  ref_features: torch.Tensor | np.ndarray, *, main_names: Sequence[str], taus: Sequence[float],
+                  tau_names: Sequence[str], evidence: Any, n_boot: int = 1000, seed: int = 0
+                  ) -> dict[str, dict[str, Any]]:
+    """The tests behind the chapter's scoreboard rows (``metrics["tests"]``), all paired on the shared noise.
+
+    - ``fmem.<name>``: exact McNemar of FM's vs the configuration's memorised flags; ci95 the paired bootstrap
+      interval of the change (:func:`~kpe_lib.experiments.celeba_kts.configs.paired_fmem_change`, same seed);
+    - ``fid.<name>``: :meth:`FrechetReference.paired_change` of FM -> the configuration (same resamples and
+      interval as the table's ``dfid``);
+    - ``kid.<name>``: :func:`kpe_lib.metrics.paired_kid_change` of FM -> the configuration;
+    - ``fid.tau_<tau>``: paired FID change from the tau configuration to tau_split = 0.6 on the ablation
+      subset (only where both have features).
+
+    ``evidence`` writes each record (the book's :func:`kpe_lib.book.verdicts.evidence`, passed in by the chapter
+    because the study layer does not import the book machinery).
+    """
+    from kpe_lib.experiments.celeba_kts.configs import paired_fmem_change
+    from kpe_lib.metrics import mcnemar_exact, paired_kid_change
+
+    fm = evals["FM"]
+    tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}}
+    for n in main_names:
+        ev = evals[n]
+        mc = mcnemar_exact(fm.memorization.memorized, ev.memorization.memorized)
+        d = paired_fmem_change(fm.memorization, ev.memorization, n_boot=n_boot, seed=seed)
+        tests["fmem"][n] = evidence("exact McNemar", p=mc.pvalue, ci95=[float(d.ci[0]), float(d.ci[1])], n=mc.n,
+                                    ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
+        if fm.features is not None and ev.features is not None:
+            f = reference.paired_change(fm.features, ev.features, n_boot=n_boot, seed=seed)
+            tests["fid"][n] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n)
+            k = paired_kid_change(ref_features, fm.features, ev.features, n_boot=n_boot, seed=seed)
+            tests["kid"][n] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n)
+    by_tau = {f"{t:g}": n for t, n in zip(taus, tau_names)}
+    if "0.6" in by_tau and abl[by_tau["0.6"]].features is not None:
+        other = abl[by_tau["0.6"]].features
+        for t, n in by_tau.items():
+            if t != "0.6" and abl[n].features is not None:
+                f = reference.paired_change(abl[n].features, other, n_boot=n_boot, seed=seed)
+                tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n)
+    return tests
