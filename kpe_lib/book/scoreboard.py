@@ -21,7 +21,7 @@ from kpe_lib.book.results import ChapterResults, read_results
 from kpe_lib.book.verdicts import VERDICTS, Judgement, Row, holm_adjust, lookup
 
 __all__ = ["ROWS", "VERDICTS", "Row", "ScoreboardEntry", "scoreboard", "judge_rows", "chapter_table", "load_scale",
-           "lookup", "replicate_names", "SPACES", "PRIMARY_SPACE", "change_verdict",
+           "lookup", "replicate_names", "SPACES", "PRIMARY_SPACE",
            "paper_number"]
 
 Metrics = Mapping[str, Any]
@@ -143,26 +143,6 @@ ROWS: tuple[Row, ...] = (
         threshold=0.5, note="the paper's constants are not public; R^2 near 1 is the affine relation; a fit on "
                             "exact closed-form values has no sampling test"),
 )
-
-
-def change_verdict(change: float, paper_change: float, tolerance: float, *, null_tolerance: float | None = None,
-                   significant: bool | None = None) -> str:
-    """LEGACY rule of chapter 4's own table, kept until that chapter renders its table from the rows
-    (:func:`kpe_lib.book.scoreboard.chapter_table`); the scoreboard no longer uses it.
-
-    A paper change within ``null_tolerance`` of 0 claims "about no change" and is judged by magnitude
-    alone: reproduced in magnitude when our change is within ``null_tolerance`` of it, whatever its sign.
-    Otherwise our change must have the paper's sign (else not reproduced); evidence that does not exclude
-    0 (``significant`` False) gives ``direction only, not significant``; within ``tolerance`` of the
-    paper's change it is reproduced in magnitude, else in direction.
-    """
-    if null_tolerance is not None and abs(paper_change) <= null_tolerance:
-        return "reproduced in magnitude" if abs(change - paper_change) <= null_tolerance else "not reproduced"
-    if change == 0 or (change > 0) != (paper_change > 0):
-        return "not reproduced"
-    if significant is False:
-        return "direction only, not significant"
-    return "reproduced in magnitude" if abs(change - paper_change) <= tolerance else "reproduced in direction"
 
 
 def paper_number(chapter: str, metric: str) -> str:
