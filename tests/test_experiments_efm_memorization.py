@@ -381,9 +381,8 @@ def test_chapter_metrics_and_protocol():
     sweep, theory, det = _fake_results()
     mem = SimpleNamespace(value=1.0, ci95=(1.0, 1.0))
     cifar = SimpleNamespace(mem=mem, mem_landing=SimpleNamespace(value=0.25), commit=torch.tensor([0.2, 0.4]))
-    verdicts = pd.DataFrame({"verdict": ["reproduced"]}, index=pd.Index(["claim A"], name="claim"))
     m = study.chapter_metrics(mem_plain=mem, mem_mix=SimpleNamespace(value=0.5), cifar=cifar, sweep=sweep,
-                              detectors=det, verdict_table=verdicts, best_name="landing beta0=0.02",
+                              detectors=det, best_name="landing beta0=0.02",
                               lowest_name="landing beta0=0.02", balanced_name="EFM (eta = 1)", land02=None,
                               launch_names=["EFM (eta = 1)"], dominated=theory, theory_r2_min=0.99,
                               rel_icpt=pd.Series([0.01, -0.02]), commit_median=0.3, kpe_mean=3.0, kpe_ratio=1.0,
@@ -391,7 +390,7 @@ def test_chapter_metrics_and_protocol():
     assert m["fmem_kts_best"] == 0.5 and m["fmem_landing_002"] is None and m["fmem_launch"] == {"EFM (eta = 1)": 1.0}
     assert m["theory_slope_range"] == [1.9, 2.0] and m["theory_intercept_rel_err_max"] == 0.02
     assert m["sweep"]["landing beta0=0.02"]["F_mem_predicted"] is None and m["late_kpe_auroc_efm_landing"] is None
-    assert m["cifar_commit_time_median"] == pytest.approx(0.2) and m["verdicts"] == {"claim A": "reproduced"}
+    assert m["cifar_commit_time_median"] == pytest.approx(0.2) and "verdicts" not in m and "tests" not in m
     assert m["fmem_kts_best_rule"] == "lowest F_mem with held-out distance <= 1.05 x real faces'"
     params = {k: 0 for k in ("efm_n_samples", "efm_cifar_n_samples", "efm_beta0_sweep", "efm_tau_sweep",
                              "efm_landing_beta0", "efm_eta_end", "efm_launch_alpha0", "efm_balanced", "efm_mix_rho",
@@ -424,3 +423,88 @@ def test_figures_draw(tiny):
     assert [len(f.axes) for f in figs] == [3, 3, 8, 2, 2]
     for f in figs:
         plt.close(f)
+
+
+# ---------------------------------------------------------------- the tests behind the scoreboard rows
+import numpy as np  # noqa: E402
+
+from kpe_lib.book.scoreboard import ROWS, chapter_table  # noqa: E402
+from kpe_lib.book.verdicts import evidence  # noqa: E402
+from kpe_lib.metrics import bootstrap_ci, mcnemar_exact  # noqa: E402
+
+CHAPTER_ROWS = [r for r in ROWS if r.chapter == "02_efm_memorization"]
+
+
+def test_fmem_change_is_the_paired_mcnemar_and_bootstrap_of_the_flag_difference():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(40, generator=gen) < 0.9
+    b = a & (torch.rand(40, generator=gen) < 0.6)          # B copies a subset of A's copies
+    c = study.fmem_change(a, b, n_boot=200, seed=7)
+    ref = mcnemar_exact(a.numpy(), b.numpy())
+    boot = bootstrap_ci(np.mean, b.numpy().astype(float) - a.numpy().astype(float), n_boot=200, seed=7)
+    assert c["p"] == ref.pvalue and c["ci95"] == list(boot.ci) and c["n"] == 40
+    assert c["n01"] == 0 and c["n10"] == int((a & ~b).sum()) and c["change"] == pytest.approx(
+        float(b.float().mean() - a.float().mean()))
+    assert c["ci95"][1] < 0 and c["p"] < 0.05
+    same = study.fmem_change(a, a, n_boot=50, seed=0)      # identical flags: no discordant pair, zero interval
+    assert same["p"] == 1.0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_fmem_change_does_not_touch_the_global_random_state():
+    torch.manual_seed(3)
+    np.random.seed(3)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    study.fmem_change([True, False, True], [False, False, True], n_boot=30, seed=0)
+    assert torch.equal(torch.get_rng_state(), before[0]) and np.array_equal(np.random.get_state()[1], before[1])
+
+
+def test_fmem_changes_pairs_every_configuration_with_plain_efm_and_skips_missing_ones():
+    ps = {"EFM (eta = 1)": {"memorized": torch.tensor([True, True, True, True])},
+          "landing beta0=0.02": {"memorized": torch.tensor([True, False, True, False])}}
+    out = study.fmem_changes(ps, {"landing only": "landing beta0=0.02", "balanced": None, "launch only": "absent"},
+                             n_boot=20, seed=0)
+    assert list(out) == ["landing only"] and out["landing only"]["n10"] == 2 and out["landing only"]["p"] == 0.5
+
+
+def test_paper_landing_points_are_read_from_the_scoreboard_rows():
+    pts = study.paper_landing_points([(r.metric, r.paper) for r in CHAPTER_ROWS])
+    landing = next(r for r in CHAPTER_ROWS if r.test == "fmem_efm.landing only")
+    assert pts[1][0] == 0.02 and pts[1][1] - pts[0][1] == pytest.approx(landing.paper_value / 100)
+    assert study.paper_landing_points([("something else", "1 -> 2")]) == []
+
+
+def _chapter_like_metrics(flags_plain, flags_cfg):
+    """Metrics with the keys the chapter writes, and the tests it stores, for every row of the chapter."""
+    changes = study.fmem_changes({"EFM (eta = 1)": {"memorized": flags_plain}, "cfg": {"memorized": flags_cfg}},
+                                 {"balanced": "cfg", "launch only": "cfg", "landing only": "cfg"}, n_boot=100,
+                                 seed=0)
+    f_a, f_b = float(flags_plain.float().mean()), float(flags_cfg.float().mean())
+    return {"fmem_efm": f_a, "fmem_kts_balanced": f_b, "fmem_landing_002": f_b,
+            "fmem_launch": {"launch alpha0=0.02": f_b, "launch alpha0=0.05": f_b},
+            "late_kpe_auroc": 0.94, "late_kpe_auroc_ci": [0.87, 0.99], "theory_r2_min": 0.995,
+            "tests": {"fmem_efm": {k: evidence("exact McNemar", **c) for k, c in changes.items()},
+                      "late_kpe_auroc": evidence("bootstrap CI (AUROC)", ci95=[0.87, 0.99], n=48)}}
+
+
+def test_every_row_of_the_chapter_reads_the_keys_the_chapter_writes():
+    all_copies = torch.ones(48, dtype=torch.bool)
+    table = chapter_table("02_efm_memorization", _chapter_like_metrics(all_copies, all_copies))
+    assert len(table) == len(CHAPTER_ROWS) == 5
+    verdict = {r.test or r.ours[0]: table.loc[r.metric, "verdict"] for r in CHAPTER_ROWS}
+    # identical flags (EFM copies every sample; so does KTS that finishes the path): the run resolves the
+    # paper's change (zero-width interval) but sees none
+    assert [verdict[f"fmem_efm.{k}"] for k in ("balanced", "launch only", "landing only")] == ["not established"] * 3
+    assert verdict["late_kpe_auroc"] == "reproduced in direction" and verdict["theory_r2_min"] == "untested"
+    assert "exact McNemar p = 1" in table.loc[CHAPTER_ROWS[0].metric, "test"]
+    glued = study.verdict_glue(table, [(r.metric, r.test or r.ours[0]) for r in CHAPTER_ROWS])
+    assert set(glued) == {"efm_verdict_balanced", "efm_verdict_launch_only", "efm_verdict_landing_only",
+                          "efm_verdict_late_kpe_auroc", "efm_verdict_theory_r2_min"}
+
+
+def test_fewer_copies_on_the_same_noise_are_judged_in_direction():
+    gen = torch.Generator().manual_seed(0)
+    plain = torch.ones(200, dtype=torch.bool)
+    fewer = torch.rand(200, generator=gen) < 0.7              # about 30 points fewer copies: significant
+    table = chapter_table("02_efm_memorization", _chapter_like_metrics(plain, fewer))
+    # the rows' magnitudes are never compared (a trained UNet against the closed form)
+    assert set(table["verdict"].iloc[:3]) == {"reproduced in direction"}

@@ -19,8 +19,9 @@ Everything here follows from the closed form of Mathematics §4,
 
 Modules: :mod:`.analysis` (the formulas above along sampled paths), :mod:`.dominance` (the
 energy-density check), :mod:`.study` (the chapter's stages: data, paths, KTS sweep, CIFAR-10),
-:mod:`.detectors` (late energy against copies), :mod:`.figures`, and :mod:`.results` (glue values, metrics
-and protocol of the results file). Everything is re-exported here.
+:mod:`.detectors` (late energy against copies), :mod:`.figures`, :mod:`.results` (glue values, metrics
+and protocol of the results file) and :mod:`.paired` (the paired tests behind the chapter's scoreboard
+rows). Everything is re-exported here.
 
 Example:
     >>> import torch
@@ -43,6 +44,8 @@ from kpe_lib.experiments.efm_memorization.detectors import (SCORE_NAMES, detecto
                                                             detector_table)
 from kpe_lib.experiments.efm_memorization.figures import (copies_figure, density_figure, detector_figure,
                                                           path_figure, sweep_figure)
+from kpe_lib.experiments.efm_memorization.paired import (fmem_change, fmem_changes, paper_landing_points,
+                                                         verdict_glue)
 from kpe_lib.experiments.efm_memorization.results import chapter_metrics, chapter_protocol, reading_values
 
 __all__ = [
@@ -61,4 +64,6 @@ __all__ = [
     # figures and results
     "path_figure", "sweep_figure", "copies_figure", "detector_figure", "density_figure",
     "reading_values", "chapter_metrics", "chapter_protocol",
+    # the tests behind the scoreboard rows
+    "fmem_change", "fmem_changes", "paper_landing_points", "verdict_glue",
 ]

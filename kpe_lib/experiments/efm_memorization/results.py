@@ -45,7 +45,7 @@ def reading_values(*, sweep: pd.DataFrame, theory: pd.DataFrame, detectors: Dete
 
 
 def chapter_metrics(*, mem_plain: MemorizationResult, mem_mix: MemorizationResult, cifar: CifarStudy,
-                    sweep: pd.DataFrame, detectors: Detectors, verdict_table: pd.DataFrame, best_name: str,
+                    sweep: pd.DataFrame, detectors: Detectors, best_name: str,
                     lowest_name: str, balanced_name: str, land02: str | None, launch_names: Sequence[str],
                     dominated: pd.DataFrame, theory_r2_min: float, rel_icpt: pd.Series, commit_median: float,
                     kpe_mean: float, kpe_ratio: float, pred_gap: float, heldout_rms_real: float,
@@ -53,8 +53,11 @@ def chapter_metrics(*, mem_plain: MemorizationResult, mem_mix: MemorizationResul
     """The metrics of ``results/<scale>/02_efm_memorization.json``.
 
     F_mem of plain EFM, of the "best" and lowest KTS, the balanced, landing-0.02 and launch settings and of
-    the mixture field; the AUROCs; the energy-density fit; commit time and KPE; the full sweep; CIFAR-10;
-    and the verdicts of ``verdict_table``. ``rel_icpt``: relative intercept errors of the dominated fits.
+    the mixture field; the AUROCs; the energy-density fit; commit time and KPE; the full sweep and CIFAR-10.
+    ``rel_icpt``: relative intercept errors of the dominated fits. No verdicts: the chapter adds the tests
+    behind its scoreboard rows under ``"tests"`` and the rows judge them (``kpe_lib.book.scoreboard``). The
+    "best" KTS (``best_name``, its rule in ``fmem_kts_best_rule``) is exploration, not a verdict: its quality
+    rule cannot see the residual noise a landing leaves.
     """
     def fmem(name: str) -> float:
         return float(sweep.loc[name, "F_mem"])
@@ -87,7 +90,6 @@ def chapter_metrics(*, mem_plain: MemorizationResult, mem_mix: MemorizationResul
                   for name, r in sweep.iterrows()},
         "cifar_fmem_efm": cifar.mem.value, "cifar_fmem_landing": cifar.mem_landing.value,
         "cifar_commit_time_median": float(cifar.commit.median()),
-        "verdicts": {k: v["verdict"] for k, v in verdict_table.to_dict("index").items()},
     }
 
 
