@@ -72,17 +72,32 @@ class EmpiricalVelocity:
 
     def _prepare(self, x: torch.Tensor, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flatten x to (B, d) in the compute dtype and t to (B, 1); reject t outside [0, 1)."""
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.item_shape))}), got {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.item_shape:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (B, {', '.join(map(str, self.item_shape))}), got {got}")
         xf = x.reshape(x.shape[0], -1).to(device=self.train.device, dtype=self.dtype)
+        if not bool(torch.isfinite(xf).all()):
+            raise ValueError(f"x contains NaN or infinite values (in {self.dtype} as computed)")
         tt = torch.as_tensor(t, dtype=self.dtype, device=self.train.device)
         if tt.ndim == 0:
             tt = tt.expand(x.shape[0])
         if tt.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or of shape ({x.shape[0]},), got {tuple(tt.shape)}")
-        if bool(((tt < 0) | (tt >= 1)).any()):
-            raise ValueError("t must lie in [0, 1): the closed form is singular at t = 1")
+        outside = ~((tt >= 0) & (tt < 1))  # NaN is outside too
+        if bool(outside.any()):
+            raise ValueError(f"t must lie in [0, 1) (the closed form is singular at t = 1), got "
+                             f"{float(tt[outside][0])!r}")
         return xf, tt[:, None]
+
+    def _finite(self, out: torch.Tensor, x: torch.Tensor, tt: torch.Tensor, what: str) -> torch.Tensor:
+        """``out`` if finite; else a FloatingPointError naming the overflow (the input's size or the dtype)."""
+        if bool(torch.isfinite(out).all()):
+            return out
+        where = f"at t = {float(tt.max()):.6g}"
+        biggest = float(x.detach().abs().max().double()) if x.numel() else 0.0
+        raise FloatingPointError(
+            f"the closed-form {what} is not finite {where} in {out.dtype} (|x| up to {biggest:.3g}): the values "
+            f"overflow {out.dtype}; rescale the data or pass x in a wider dtype (float32 / float64)")
 
     def _logits(self, xf: torch.Tensor, tt: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Logits up to the per-row constant ``-||x||^2 / (2 sigma^2)``: (B, hi - lo).
@@ -119,7 +134,7 @@ class EmpiricalVelocity:
         """Posterior mean ``E[x1 | x_t = x] = sum_i w_i a_i``, shape like ``x`` (compute dtype)."""
         xf, tt = self._prepare(x, t)
         s = self._stream(xf, tt, weighted=True)
-        return (s.weighted / s.sum_exp[:, None]).reshape(x.shape)
+        return self._finite((s.weighted / s.sum_exp[:, None]).reshape(x.shape), x, tt, "posterior mean")
 
     def __call__(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """The closed-form velocity ``v*(x, t)`` (Mathematics §4).
@@ -129,12 +144,17 @@ class EmpiricalVelocity:
             t: time, scalar or (B,), in [0, 1).
 
         Returns:
-            Velocity (B, ...) in ``x``'s dtype.
+            Velocity (B, ...) in ``x``'s dtype (the compute dtype for an integer ``x``).
+
+        Raises:
+            ValueError: ``x`` of another item shape or not finite, ``t`` outside [0, 1) or NaN.
+            FloatingPointError: the velocity overflows (huge ``x``, or float16 near t = 1).
         """
         xf, tt = self._prepare(x, t)
         s = self._stream(xf, tt, weighted=True)
         mean = s.weighted / s.sum_exp[:, None]
-        return ((mean - xf) / (1.0 - tt)).reshape(x.shape).to(x.dtype)
+        out_dtype = x.dtype if x.is_floating_point() else self.dtype  # an integer x must not round the velocity
+        return self._finite(((mean - xf) / (1.0 - tt)).reshape(x.shape).to(out_dtype), x, tt, "velocity")
 
     def weights(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """Posterior weights ``w_i(x, t)`` over all training points: (B, n), rows sum to 1."""

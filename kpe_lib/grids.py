@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from kpe_lib._numbers import as_int
+
 GRID_KINDS = ("uniform", "cosine")
 
 
@@ -16,10 +18,10 @@ def time_grid(n_steps: int, kind: str = "uniform", dtype: torch.dtype = torch.fl
     """Return the time grid ``t_0 = 0 < t_1 < ... < t_N = 1`` (Mathematics §3).
 
     Args:
-        n_steps: number of steps N (>= 1); the grid has N + 1 nodes.
+        n_steps: number of steps N (>= 1; any integer type); the grid has N + 1 nodes.
         kind: ``"uniform"`` (``t_i = i / N``) or ``"cosine"`` (``t_i = (1 - cos(pi i / N)) / 2``,
             denser near both ends).
-        dtype: dtype of the grid. float64 by default so that step sizes are exact to ~1e-16.
+        dtype: floating-point dtype of the grid. float64 by default so that step sizes are exact to ~1e-16.
         device: device of the grid.
 
     Returns:
@@ -29,8 +31,9 @@ def time_grid(n_steps: int, kind: str = "uniform", dtype: torch.dtype = torch.fl
         >>> time_grid(4)
         tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000], dtype=torch.float64)
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+    n_steps = as_int(n_steps, "n_steps", minimum=1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype (the nodes lie between 0 and 1), got {dtype!r}")
     if kind not in GRID_KINDS:
         raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
     i = torch.arange(n_steps + 1, dtype=torch.float64)

@@ -117,4 +117,5 @@ class AtomGaussianVelocity:
         sigma = 1.0 - t0
         v_atoms = (w_atoms @ self.atoms - w_atoms.sum(1, keepdim=True) * xf) / sigma
         v_gauss = self.mu + (z * ((t0 * self.lam - sigma) / s)) @ self.basis.T
-        return (v_atoms + w_gauss * v_gauss).reshape(x.shape).to(device=x.device, dtype=x.dtype)
+        out_dtype = x.dtype if x.is_floating_point() else torch.float64  # an integer x must not round it
+        return (v_atoms + w_gauss * v_gauss).reshape(x.shape).to(device=x.device, dtype=out_dtype)

@@ -13,6 +13,8 @@ import torch
 from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from kpe_lib._progress import progress_enabled
+from kpe_lib._sample_checks import (check_gain_value, check_model_kwargs, check_tau_split, check_velocity_output,
+                                    check_x0, explain_first_call_error)
 from kpe_lib.grids import GRID_KINDS, time_grid, validate_grid
 from kpe_lib.solvers import SOLVERS, rk_step
 
@@ -120,7 +122,11 @@ def sample(
         A ``SampleResult``.
 
     Raises:
-        ValueError: on an unknown solver, energy rule or a bad grid.
+        ValueError: on an unknown solver, energy rule, a bad grid, ``tau_split`` outside [0, 1], a non-finite
+            ``x0``, a gain value that is not finite and > 0, or a first velocity output whose shape, dtype or
+            device differs from ``x0``'s.
+        TypeError: a keyword that looks like a misspelt one of ``sample``'s (``solvr=``), or that the
+            velocity cannot take.
         NonFiniteError: if a velocity or the state becomes NaN or infinite; names the step and time.
 
     Example:
@@ -132,22 +138,40 @@ def sample(
         raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {solver!r}")
     if energy_rule not in ENERGY_RULES:
         raise ValueError(f"energy_rule must be one of {ENERGY_RULES}, got {energy_rule!r}")
-    if not isinstance(x0, torch.Tensor) or x0.ndim < 1 or not x0.is_floating_point():
-        raise ValueError("x0 must be a floating-point tensor of shape (B, ...)")
+    check_x0(x0)
     if gain is not None and not callable(gain):
         raise ValueError(f"gain must be a callable t -> eta or None, got {type(gain).__name__}")
+    check_model_kwargs(velocity, model_kwargs, sample)
     grid = _resolve_grid(grid, n_steps, grid_kind)
     if tau_split is None:
-        tau_split = float(getattr(gain, "tau_split", DEFAULT_TAU_SPLIT))
+        tau_split = check_tau_split(getattr(gain, "tau_split", DEFAULT_TAU_SPLIT), "gain.tau_split")
+    else:
+        tau_split = check_tau_split(tau_split)
     scheme = SOLVERS[solver]
     weights = scheme.energy_weights if energy_rule == "solver" else (1.0,) + (0.0,) * (scheme.stages - 1)
     n, batch = grid.numel() - 1, x0.shape[0]
     acc_dtype = torch.float32 if x0.device.type == "mps" else torch.float64
     times = grid.tolist()
 
+    first_call = [True]
+
     def field(x: torch.Tensor, t: float):
-        v = velocity(x, torch.full((batch,), t, dtype=x.dtype, device=x.device), **model_kwargs)
+        tt = torch.full((batch,), t, dtype=x.dtype, device=x.device)
+        if first_call[0]:  # one output check: shape, dtype, device (and a clear word for a failing first call)
+            try:
+                v = velocity(x, tt, **model_kwargs)
+            except Exception as err:
+                clearer = explain_first_call_error(velocity, x0, err)
+                if clearer is None:
+                    raise
+                raise clearer from err
+            check_velocity_output(v, x)
+            first_call[0] = False
+        else:
+            v = velocity(x, tt, **model_kwargs)
         eta = 1.0 if gain is None else gain(t)
+        if gain is not None:
+            check_gain_value(eta, t)
         if isinstance(eta, torch.Tensor):
             eta = eta.to(x.device) if eta.ndim == 1 else float(eta)
         return v, eta
