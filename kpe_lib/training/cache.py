@@ -4,7 +4,9 @@ Layout: ``<cache_dir>/<name>-<key>/step<S>.pt`` where ``key`` hashes the model c
 without its run-length fields, and the data fingerprint. Every requested step count S leaves a finished
 snapshot, so asking for 900, then 1,200, then 1,500 steps trains 1,500 steps in all (each run continues
 from the largest earlier snapshot, which gives the same weights as training from scratch). A run in
-progress lives in ``partial-step<S>.pt`` and is resumed if interrupted.
+progress lives in ``partial-step<S>.pt`` and is resumed if interrupted. A damaged snapshot or partial file is
+named in a ``CheckpointError``; deleting it as told makes the next run resume from the previous snapshot (or
+start over).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from kpe_lib._files import atomic_path
 from kpe_lib.models import build_model
 from kpe_lib.training._util import private_global_rng, seed_global_rng
 from kpe_lib.training.checkpoint import FLOW_FORMAT, config_hash, data_fingerprint, load_checkpoint
@@ -86,9 +89,10 @@ def cached_model(model_config: dict[str, Any], train_config: TrainConfig, data: 
     earlier = [s for s in earlier if s < steps]
     partial_step = int(load_checkpoint(partial, FLOW_FORMAT)["step"]) if partial.exists() else -1
     if earlier and earlier[-1] > partial_step:
-        tmp = partial.with_name(partial.name + ".copying")
-        shutil.copyfile(run_dir / f"step{earlier[-1]:09d}.pt", tmp)
-        os.replace(tmp, partial)
+        snapshot = run_dir / f"step{earlier[-1]:09d}.pt"
+        load_checkpoint(snapshot, FLOW_FORMAT)  # a damaged snapshot is named here, not as the partial copy of it
+        with atomic_path(partial) as tmp:  # a name unique to this process: two runs never share a half copy
+            shutil.copyfile(snapshot, tmp)
     result = train_flow_matching(model, data, labels, train_config, checkpoint=partial, progress=progress,
                                  device=device)
     os.replace(partial, final)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
+
+from kpe_lib._numbers import as_float, as_int
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,25 @@ class TrainConfig:
     RUN_LENGTH_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "checkpoint_every")
 
     def __post_init__(self) -> None:
-        checks = [
-            ("steps", isinstance(self.steps, int) and self.steps >= 0, "an integer >= 0"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
-            ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
-            ("ema_decay", self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "None or in [0, 1)"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or > 0"),
-            ("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0"),
-            ("p_uncond", 0.0 <= self.p_uncond <= 1.0, "in [0, 1]"),
-            ("warmup_steps", isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "an integer >= 0"),
-            ("checkpoint_every", self.checkpoint_every is None
-             or (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1), "None or an integer >= 1"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {allowed}; got {getattr(self, name)!r}")
+        # Any integer / real type is accepted and stored as a Python int / float (so the cache key and the
+        # checkpoint's configuration are the same for 10 and np.int64(10)); booleans are refused.
+        ints = {"steps": 0, "batch_size": 1, "seed": 0, "warmup_steps": 0}
+        for name, minimum in ints.items():
+            self._set(name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=minimum))
+        if self.checkpoint_every is not None:
+            self._set("checkpoint_every", as_int(self.checkpoint_every, "TrainConfig.checkpoint_every (or None)",
+                                                 minimum=1))
+        self._set("lr", as_float(self.lr, "TrainConfig.lr", minimum=0.0, open_min=True))
+        self._set("p_uncond", as_float(self.p_uncond, "TrainConfig.p_uncond", minimum=0.0, maximum=1.0))
+        if self.ema_decay is not None:
+            self._set("ema_decay", as_float(self.ema_decay, "TrainConfig.ema_decay (or None)", minimum=0.0,
+                                            maximum=1.0, open_max=True))
+        if self.grad_clip is not None:
+            self._set("grad_clip", as_float(self.grad_clip, "TrainConfig.grad_clip (or None)", minimum=0.0,
+                                            open_min=True))
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict."""

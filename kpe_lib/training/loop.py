@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from kpe_lib.training._util import EpochSampler, private_global_rng, progress_bar, seed_global_rng, step_seed
-from kpe_lib.training.checkpoint import FLOW_FORMAT, atomic_save, canonical, config_differences, \
-    data_fingerprint, load_checkpoint
+from kpe_lib.training.checkpoint import FLOW_FORMAT, CheckpointError, atomic_save, canonical, \
+    config_differences, data_fingerprint, load_checkpoint
 from kpe_lib.training.config import TrainConfig, TrainResult
 from kpe_lib.training.loss import cfm_loss
+
+_CHECKPOINT_KEYS = ("config", "step", "model", "ema", "optimizer", "generator", "sampler", "losses", "seconds")
 
 
 def model_config_of(model: nn.Module) -> dict[str, Any]:
@@ -51,6 +53,10 @@ def _check_inputs(model: nn.Module, data: torch.Tensor, labels: torch.Tensor | N
     if not isinstance(data, torch.Tensor) or data.ndim < 2 or data.shape[0] < 1 or not data.is_floating_point():
         raise ValueError("data must be a floating-point tensor of shape (N, ...) with N >= 1; got "
                          f"{type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+    bad = int((~torch.isfinite(data)).sum())
+    if bad:  # caught here, not reported later as a diverged training
+        raise ValueError(f"data contains {bad} NaN or infinite value(s) of {data.numel()}; the training set "
+                         "must be finite")
     if labels is None:
         return
     k = getattr(model, "num_classes", None)
@@ -114,6 +120,9 @@ def train_flow_matching(model: nn.Module, data: torch.Tensor, labels: torch.Tens
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         ck = load_checkpoint(path, FLOW_FORMAT)
+        absent = [k for k in _CHECKPOINT_KEYS if k not in ck]
+        if absent:
+            raise CheckpointError(f"checkpoint file {path} lacks {', '.join(absent)}; delete it to start over")
         diffs = config_differences(run_identity(ck["config"]), run_identity(full))
         if diffs:
             raise ValueError(f"checkpoint {path} was written with a different configuration; differing keys "
