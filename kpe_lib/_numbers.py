@@ -39,14 +39,17 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype")
 
 
-def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
-    """``value`` as a Python int: ints, numpy integers, 0-d integer tensors, and integral floats are accepted.
+def as_int(value: Any, name: str, *, minimum: int | None = None, or_none: bool = False) -> int | None:
+    """``value`` as a Python int: ints, numpy integers, 0-d integer tensors, and integral floats are accepted
+    (and None when ``or_none``).
 
     Raises:
         ValueError: a boolean, a string, a non-integral number, or one below ``minimum``; the message names
             ``name``, the value and what is allowed.
     """
-    allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if or_none else "")
+    if value is None and or_none:
+        return None
     raw = value
     value = _unwrap(value)
     if _is_bool(value) or not isinstance(value, numbers.Real):
@@ -61,8 +64,9 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
 
 
 def as_float(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
-             open_min: bool = False, open_max: bool = False) -> float:
-    """``value`` as a finite Python float within the given bounds (closed unless ``open_min``/``open_max``).
+             open_min: bool = False, open_max: bool = False, or_none: bool = False) -> float | None:
+    """``value`` as a finite Python float within the given bounds (closed unless ``open_min``/``open_max``;
+    None accepted when ``or_none``).
 
     Raises:
         ValueError: a boolean, a string, NaN, an infinity, a number too large for a float, or one out of
@@ -71,6 +75,9 @@ def as_float(value: Any, name: str, *, minimum: float | None = None, maximum: fl
     lo = "" if minimum is None else f"{'>' if open_min else '>='} {minimum:g}"
     hi = "" if maximum is None else f"{'<' if open_max else '<='} {maximum:g}"
     allowed = "a finite number" + (f" {lo}" if lo else "") + (" and" if lo and hi else "") + (f" {hi}" if hi else "")
+    allowed += " or None" if or_none else ""
+    if value is None and or_none:
+        return None
     raw = value
     value = _unwrap(value)
     if _is_bool(value) or not isinstance(value, numbers.Real):

@@ -28,6 +28,7 @@ __all__ = [
     "decoded_cache_dir",
     "load_npz",
     "save_npz",
+    "valid_image_cache",
     "file_md5",
     "download_url",
 ]
@@ -75,6 +76,29 @@ def load_npz(path: Path) -> dict[str, np.ndarray] | None:
     except Exception as exc:  # a damaged cache is not fatal: it is recomputed and overwritten
         warnings.warn(f"ignoring unreadable cache file {path} ({exc}); rebuilding it", stacklevel=3)
         return None
+
+
+def valid_image_cache(arrays: dict[str, np.ndarray], path: Path, names: list[str], shape: tuple[int, ...],
+                      key: str) -> bool:
+    """Whether a decoded-image cache holds what its name claims: ``key``, ``names`` and float32 ``images`` of
+    ``shape`` with every value in [0, 1]. A warning names the file and the mismatch when it does not (the
+    caller then rebuilds it)."""
+    images = arrays.get("images")
+    stored_key = arrays.get("key")
+    stored_names = arrays.get("names")
+    if stored_key is None or str(stored_key) != key:
+        problem = "it was written for other settings or files"
+    elif stored_names is None or stored_names.tolist() != names:
+        problem = "its image names differ from the selected files"
+    elif images is None or images.dtype != np.float32 or images.shape != shape:
+        got = "no images" if images is None else f"{images.dtype} {images.shape}"
+        problem = f"it holds {got}, expected float32 {shape}"
+    elif not np.isfinite(images).all() or images.min(initial=0.0) < 0.0 or images.max(initial=0.0) > 1.0:
+        problem = "its images hold NaN, infinite values or values outside [0, 1]"
+    else:
+        return True
+    warnings.warn(f"ignoring cache file {path}: {problem}; rebuilding it", stacklevel=3)
+    return False
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -20,7 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from kpe_lib.data.cache import decoded_cache_dir, load_npz, progress, save_npz, settings_hash
+from kpe_lib._numbers import as_bool, as_int
+from kpe_lib.data.cache import decoded_cache_dir, load_npz, progress, save_npz, settings_hash, valid_image_cache
 from kpe_lib.data.images import ImageData, preprocess
 from kpe_lib.data.roots import DataError, PartialDataWarning, ResolvedRoot, natural_sorted, resolve_root
 
@@ -58,7 +59,9 @@ def _locate(root: ResolvedRoot) -> Path:
 
 def _read_partition(path: Path) -> dict[str, int]:
     part: dict[str, int] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
+    first_line: dict[str, int] = {}
+    # utf-8-sig: a byte-order mark (an editor's) is not part of the first file name
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -66,7 +69,11 @@ def _read_partition(path: Path) -> dict[str, int]:
             if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
                 raise DataError(f"corrupt CelebA partition file {path}, line {lineno}: {line.strip()!r} "
                                 "(expected '<file name> <0|1|2>')")
+            if fields[0] in part:
+                raise DataError(f"corrupt CelebA partition file {path}: {fields[0]!r} is listed twice, on lines "
+                                f"{first_line[fields[0]]} and {lineno} (each image must be in one split)")
             part[fields[0]] = int(fields[1])
+            first_line[fields[0]] = lineno
     return part
 
 
@@ -149,7 +156,8 @@ def load_celeba(
         mean: value to subtract when ``center=True`` (overrides the computed one).
         cache: ``True`` caches the decoded (uncentred) tensors in ``cache_root()/decoded``, a path caches
             there, ``False`` disables it. The key hashes every setting and the selected files' names,
-            sizes and modification times, so changed files are decoded again.
+            sizes and modification times, so changed files are decoded again; a cache file whose contents do
+            not match its settings (another size, other names, NaN or values outside [0, 1]) is rebuilt.
 
     Returns:
         ``ImageData``: images (N, 1 or 3, size, size) float32, ``names`` the file names, ``attributes``
@@ -166,14 +174,12 @@ def load_celeba(
     """
     if split not in CELEBA_SPLITS:
         raise ValueError(f"split must be one of {sorted(CELEBA_SPLITS)}, got {split!r}")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise ValueError(f"index must be a non-negative int, got {index!r}")
+    n = as_int(n, "n", minimum=1, or_none=True)
+    index = as_int(index, "index", minimum=0)
     if n is None and index != 0:
         raise ValueError("index must be 0 when n is None (the whole split)")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    size = as_int(size, "size", minimum=1)
+    grayscale, center = as_bool(grayscale, "grayscale"), as_bool(center, "center")
     if mean is not None and not center:
         raise ValueError("mean is only used with center=True")
     if center and mean is None and split != "train":
@@ -207,12 +213,13 @@ def load_celeba(
     cache_file = None if cache_dir is None else (
         cache_dir / f"celeba-{split}-n{n}-i{index}-{size}px-{'gray' if grayscale else 'rgb'}-{key[:16]}.npz")
     hit = load_npz(cache_file) if cache_file is not None else None
-    if hit is not None and hit.get("names") is not None and hit["names"].tolist() == names:
+    shape = (len(names), 1 if grayscale else 3, size, size)
+    if hit is not None and valid_image_cache(hit, cache_file, names, shape, key):
         images = torch.from_numpy(hit["images"])
     else:
         images = _decode_all(img_dir, names, size, grayscale)
         if cache_file is not None:
-            save_npz(cache_file, {"images": images.numpy(), "names": np.array(names)})
+            save_npz(cache_file, {"images": images.numpy(), "names": np.array(names), "key": np.array(key)})
 
     attrs = _read_attributes(base / ATTRIBUTES, names) if (base / ATTRIBUTES).is_file() else None
     scale, sub = "[0,1]", 0.0

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kpe_lib._numbers import as_bool, as_int
 from kpe_lib.data.cache import download_url, file_md5
 from kpe_lib.data.images import ImageData, preprocess
 from kpe_lib.data.roots import DataError, PartialDataWarning, ResolvedRoot, resolve_root
@@ -190,8 +191,10 @@ def load_cifar10(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    n = as_int(n, "n", minimum=1, or_none=True)
+    size = as_int(size, "size", minimum=1)
+    grayscale, center, download = (as_bool(grayscale, "grayscale"), as_bool(center, "center"),
+                                   as_bool(download, "download"))
     if mean is not None and not center:
         raise ValueError("mean is only used with center=True")
     if center and mean is None and split != "train":

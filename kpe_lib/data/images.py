@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor
 
+from kpe_lib._numbers import as_bool, as_int
+
 __all__ = ["ImageData", "LUMA_601", "resize_short_side", "center_crop", "to_grayscale", "preprocess"]
 
 #: ITU-R BT.601-2 luma weights for R, G, B (the ones Pillow's ``convert("L")`` uses).
@@ -115,7 +117,6 @@ def preprocess(x: Tensor, size: int, grayscale: bool) -> Tensor:
     Returns:
         (B, 1 or 3, size, size) float32.
     """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    size, grayscale = as_int(size, "size", minimum=1), as_bool(grayscale, "grayscale")
     x = center_crop(resize_short_side(x.float(), size), size)
     return (to_grayscale(x) if grayscale else x).contiguous()

@@ -46,25 +46,24 @@ class TrainConfig:
     RUN_LENGTH_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "checkpoint_every")
 
     def __post_init__(self) -> None:
-        # Any integer / real type is accepted and stored as a Python int / float (so the cache key and the
-        # checkpoint's configuration are the same for 10 and np.int64(10)); booleans are refused.
+        # Any integer / real type is accepted; numpy and tensor scalars are stored as Python numbers (so the
+        # cache key and the checkpoint's configuration are the same for 10 and np.int64(10)); booleans refused.
         ints = {"steps": 0, "batch_size": 1, "seed": 0, "warmup_steps": 0}
         for name, minimum in ints.items():
             self._set(name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=minimum))
-        if self.checkpoint_every is not None:
-            self._set("checkpoint_every", as_int(self.checkpoint_every, "TrainConfig.checkpoint_every (or None)",
-                                                 minimum=1))
+        self._set("checkpoint_every", as_int(self.checkpoint_every, "TrainConfig.checkpoint_every", minimum=1,
+                                             or_none=True))
         self._set("lr", as_float(self.lr, "TrainConfig.lr", minimum=0.0, open_min=True))
         self._set("p_uncond", as_float(self.p_uncond, "TrainConfig.p_uncond", minimum=0.0, maximum=1.0))
-        if self.ema_decay is not None:
-            self._set("ema_decay", as_float(self.ema_decay, "TrainConfig.ema_decay (or None)", minimum=0.0,
-                                            maximum=1.0, open_max=True))
-        if self.grad_clip is not None:
-            self._set("grad_clip", as_float(self.grad_clip, "TrainConfig.grad_clip (or None)", minimum=0.0,
-                                            open_min=True))
+        self._set("ema_decay", as_float(self.ema_decay, "TrainConfig.ema_decay", minimum=0.0, maximum=1.0,
+                                        open_max=True, or_none=True))
+        self._set("grad_clip", as_float(self.grad_clip, "TrainConfig.grad_clip", minimum=0.0, open_min=True,
+                                        or_none=True))
 
     def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
+        # a Python int given for a float field is kept as given (an lr of 1 keeps the cache key it always had)
+        if not (isinstance(value, float) and type(getattr(self, name)) is int):
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict."""
