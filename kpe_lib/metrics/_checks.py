@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kpe_lib._numbers import as_int
+
 
 def as_matrix(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
     """Return ``x`` as a CPU tensor of shape (M, D), flattening trailing dimensions; reject bad input."""
@@ -52,9 +54,9 @@ def check_images(images: torch.Tensor, name: str = "images", channels: tuple[int
     return images.detach().cpu()
 
 
-def check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def check_positive_int(value: int, name: str) -> int:
+    """``value`` as an int >= 1 (any integer type; booleans refused); ValueError naming ``name`` otherwise."""
+    return as_int(value, name, minimum=1)
 
 
 def progress_disabled(progress: bool | None) -> bool | None:
@@ -104,3 +106,35 @@ def check_same_dim(x: torch.Tensor, y: torch.Tensor, name_x: str, name_y: str) -
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"{name_y} must have the same number of features d as {name_x} ({x.shape[1]}), "
                          f"got {y.shape[1]}")
+
+
+def read_reference_cache(path: Path, n: int) -> dict[str, np.ndarray] | None:
+    """The arrays of a reference-statistics cache file when they are what the file claims, else None.
+
+    Valid: readable, with ``mu`` (d,), ``sigma`` (d, d), ``n`` equal to the ``n`` reference images and
+    ``features`` (n, d), all finite. An unreadable or mismatching file is reported by a warning naming it
+    and the problem (the caller recomputes and overwrites it); an older file without features gives None.
+    """
+    import warnings
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # BadZipFile, ValueError, OSError, EOFError ... for a damaged file
+        warnings.warn(f"ignoring unreadable FID reference cache {path} ({type(exc).__name__}: {exc}); "
+                      "recomputing it", stacklevel=3)
+        return None
+    if "features" not in arrays:  # older cache files hold the statistics only: recompute those
+        return None
+    mu, sigma, feats, count = (arrays.get(k) for k in ("mu", "sigma", "features", "n"))
+    if mu is None or sigma is None or count is None or mu.ndim != 1:
+        problem = "it lacks mu, sigma or n"
+    elif sigma.shape != (mu.shape[0],) * 2 or feats.shape != (n, mu.shape[0]) or int(count) != n:
+        problem = (f"its shapes (mu {mu.shape}, sigma {sigma.shape}, features {feats.shape}, n {int(count)}) do "
+                   f"not fit {n} reference images")
+    elif not (np.isfinite(mu).all() and np.isfinite(sigma).all() and np.isfinite(feats).all()):
+        problem = "it holds NaN or infinite values"
+    else:
+        return arrays
+    warnings.warn(f"ignoring FID reference cache {path}: {problem}; recomputing it", stacklevel=3)
+    return None

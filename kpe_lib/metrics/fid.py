@@ -37,7 +37,7 @@ from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidget
 
 from kpe_lib._files import atomic_path
 from kpe_lib.metrics._checks import (as_matrix, cache_dir, check_images, check_positive_int, progress_disabled,
-                                     tensor_fingerprint)
+                                     read_reference_cache, tensor_fingerprint)
 
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SIZE = 299
@@ -334,11 +334,10 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
     key = tensor_fingerprint(check_images(real))
     key = hashlib.sha256(f"{key}|{_file_sha1(str(inception_path()))}|v{_PROTOCOL_VERSION}".encode()).hexdigest()
     path = folder / f"ref_{key[:24]}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            if "features" in z.files:  # older cache files hold the statistics only: recompute those
-                stats = FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]))
-                return ReferenceStats(stats, True, path, torch.from_numpy(z["features"]))
+    z = read_reference_cache(path, real.shape[0]) if path.is_file() else None  # None: damaged or stale
+    if z is not None:
+        stats = FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]))
+        return ReferenceStats(stats, True, path, torch.from_numpy(z["features"]))
     feats = inception_features(real, batch_size, device, progress)
     stats = feature_statistics(feats)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
