@@ -30,6 +30,8 @@ from kpe_lib.book.scales import resolve_path
 
 __all__ = ["ChapterResults", "write_results", "read_results", "to_jsonable"]
 
+#: Environment variable naming a file to which every results file written is appended (set by the runner).
+OUTPUTS_LOG = "KPE_OUTPUTS_LOG"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -114,6 +116,10 @@ def write_results(chapter: str, scale: str, metrics: Mapping[str, Any],
                             to_jsonable(dict(protocol or {}), "protocol"))
     path = resolve_path(results_dir) / scale / f"{chapter}.json"
     atomic_write_text(path, json.dumps(record.as_dict(), indent=2, allow_nan=False) + "\n")
+    log = os.environ.get(OUTPUTS_LOG)
+    if log:  # the runner's list of what this chapter wrote (its skip test checks they still exist)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{path}\n")
     return path
 
 

@@ -12,6 +12,11 @@ the ``kpe_lib`` sources it depends on (all but the other chapters' study modules
 renames on success, so a failing chapter leaves the previous executed notebook intact (the failed one
 is kept under ``<out>/_build/failed/`` for inspection).
 
+A skip also needs every file the chapter wrote on its last run (the results files it wrote through
+``write_results``, listed in the stamp, and ``<results_dir>/<scale>/<chapter>.json``): a deleted results file
+is rebuilt. One build at a time runs per output folder (:mod:`kpe_lib.book.guard`: a second one waits for
+the lock, which names its holder); temporary names are unique per process, and a SIGTERM removes them.
+
 Progress: the runner prints one line per chapter (name, status, seconds). Inside chapters, progress
 bars are switched off by the environment variable ``KPE_PROGRESS=0``, which the runner sets for the
 kernels it starts; interactive runs keep tqdm's default (bars on a terminal, off otherwise).
@@ -35,11 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kpe_lib._files import atomic_write_text
+from kpe_lib.book.guard import build_lock, missing_outputs, terminate_cleanly
 from kpe_lib.book.parameters import parameters_cell
+from kpe_lib.book.results import OUTPUTS_LOG
 from kpe_lib.book.scales import (CHAPTER_PATTERN, SCALES, Chapter, as_root, discover_chapters, load_params,
                                  params_path, select_chapters)
 
@@ -179,8 +187,17 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_dir: Path) -> str | None:
-    """Convert and execute one chapter into ``target``; return None on success, else the error text."""
+def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_dir: Path
+             ) -> tuple[str | None, list[str]]:
+    """Convert and execute one chapter into ``target``.
+
+    Returns:
+        (None, the files the chapter wrote through ``write_results``) on success, else (the error text, []).
+
+    Every temporary file is unique to this process and removed on any exit, SIGTERM included (see
+    :func:`kpe_lib.book.guard.terminate_cleanly`): the converted notebook, the kernel's connection file
+    (``JUPYTER_RUNTIME_DIR`` points into the same temporary folder) and the notebook being executed.
+    """
     import jupytext
     import nbformat
     import papermill as pm
@@ -193,26 +210,33 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
         declared = parameters_cell(chapter.source).defaults  # ParameterError (a ValueError) if none
         # Only the names a chapter declares are injected: the shared file also holds other chapters' keys.
         chosen = {k: v for k, v in params.items() if k in declared}
-        running = target.with_name(f".{target.stem}.running.ipynb")
+        running = target.with_name(f".{target.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.running.ipynb")
+        written = Path(tmp) / "outputs.txt"
         try:
-            # Passive OpenMP waiting: spinning threads slow torch down many times on a busy machine.
-            with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root),
-                          OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
-                pm.execute_notebook(str(source_nb), str(running), parameters=chosen, kernel_name="python3",
-                                    cwd=str(root), progress_bar=False, log_output=False,
-                                    request_save_on_cell_execute=False)
-        except Exception as err:  # papermill re-raises the cell's error as PapermillExecutionError
-            if running.exists():
+            try:
+                # Passive OpenMP waiting: spinning threads slow torch down many times on a busy machine.
+                with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root), JUPYTER_RUNTIME_DIR=str(Path(tmp) / "runtime"),
+                              **{OUTPUTS_LOG: str(written)},
+                              OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
+                    pm.execute_notebook(str(source_nb), str(running), parameters=chosen, kernel_name="python3",
+                                        cwd=str(root), progress_bar=False, log_output=False,
+                                        request_save_on_cell_execute=False)
+            except Exception as err:  # papermill re-raises the cell's error as PapermillExecutionError
+                if running.exists():
+                    failed_dir.mkdir(parents=True, exist_ok=True)
+                    os.replace(running, failed_dir / target.name)
+                return f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip(), []
+            errors = notebook_errors(running)
+            if errors:
                 failed_dir.mkdir(parents=True, exist_ok=True)
                 os.replace(running, failed_dir / target.name)
-            return f"{type(err).__name__}: {getattr(err, 'evalue', None) or err}".strip()
-        errors = notebook_errors(running)
-        if errors:
-            failed_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(running, failed_dir / target.name)
-            return "; ".join(errors)
-        os.replace(running, target)
-    return None
+                return "; ".join(errors), []
+            outputs = written.read_text(encoding="utf-8").split("\n") if written.is_file() else []
+            os.replace(running, target)
+        finally:
+            with contextlib.suppress(OSError):
+                running.unlink()
+    return None, sorted({o for o in outputs if o})
 
 
 def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,
@@ -238,7 +262,6 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
     """
     logging.getLogger("papermill").setLevel(logging.ERROR)  # unknown-parameter warnings are expected
     root = as_root(root)
-    out = stage_book(root, out) if out is not None else root
     chapters = select_chapters(discover_chapters(root), names)
     if not chapters:
         raise ValueError(f"no chapter sources matching notebooks/{CHAPTER_PATTERN} under {root}")
@@ -251,38 +274,51 @@ def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike 
         if {"scale", "device"} & set(overrides):
             raise ValueError("set scale and device with their own arguments, not as overrides")
     params = load_params(root, scale, device, overrides)
-    folder = out / "book" / "chapters"
-    folder.mkdir(parents=True, exist_ok=True)
-    runs: list[ChapterRun] = []
     start = time.perf_counter()
+    with build_lock(Path(out).resolve() if out is not None else root, log), terminate_cleanly():
+        out = stage_book(root, out) if out is not None else root
+        (out / "book" / "chapters").mkdir(parents=True, exist_ok=True)
+        runs = _run_each(chapters, root, scale, device, out, force, overrides, params, log)
+    report = RunReport(runs, scale, device, out, time.perf_counter() - start)
+    log(report.summary())
+    return report
+
+
+def _run_each(chapters: list[Chapter], root: Path, scale: str, device: str, out: Path, force: bool,
+              overrides: Mapping[str, Any] | None, params: dict, log: Log) -> list[ChapterRun]:
+    """The loop of :func:`run_chapters`, under the build lock: skip, execute or fail each chapter."""
+    folder = out / "book" / "chapters"
+    runs: list[ChapterRun] = []
     for i, chapter in enumerate(chapters, 1):
         target = folder / f"{chapter.name}.ipynb"
         stamp_file = folder / f"{chapter.name}.stamp.json"
         stamp = chapter_stamp(chapter, root, scale, device, overrides)
         prefix = f"[{i}/{len(chapters)}] {chapter.name} ({scale})"
         if not force and target.exists() and _read_stamp(stamp_file) == stamp:
-            runs.append(ChapterRun(chapter.name, "skipped", 0.0, target))
-            log(f"{prefix}: unchanged, skipped")
-            continue
+            gone = missing_outputs(stamp_file, chapter, root, params, scale)
+            if not gone:
+                runs.append(ChapterRun(chapter.name, "skipped", 0.0, target))
+                log(f"{prefix}: unchanged, skipped")
+                continue
+            log(f"{prefix}: unchanged, but {', '.join(map(str, gone))} is missing; re-executing")
         log(f"{prefix}: executing ...")
         t0 = time.perf_counter()
         try:
-            error = _execute(chapter, root, params, target, out / "_build" / "failed")
+            error, outputs = _execute(chapter, root, params, target, out / "_build" / "failed")
         except ValueError as err:  # a chapter that cannot be run as written (no/unparsable parameters)
-            error = str(err)
+            error, outputs = str(err), []
         seconds = time.perf_counter() - t0
         if error is None:
             _write_stamp(stamp_file, {"stamp": stamp, "scale": scale, "device": device,
-                                      "overrides": dict(overrides or {}), "seconds": round(seconds, 1)})
+                                      "overrides": dict(overrides or {}), "seconds": round(seconds, 1),
+                                      "outputs": outputs})
             runs.append(ChapterRun(chapter.name, "executed", seconds, target))
             log(f"{prefix}: executed in {seconds:.1f} s")
         else:
             kept = out / "_build" / "failed" / target.name
             runs.append(ChapterRun(chapter.name, "failed", seconds, kept, error))
             log(f"{prefix}: FAILED after {seconds:.1f} s: {error}\n    failed notebook kept at {kept}")
-    report = RunReport(runs, scale, device, out, time.perf_counter() - start)
-    log(report.summary())
-    return report
+    return runs
 
 
 def _read_stamp(path: Path) -> str | None:
@@ -315,20 +351,22 @@ def build_book(names: Iterable[str] | None = None, *, root: str | os.PathLike | 
     ``<out>/_build/html``.
     """
     start = time.perf_counter()
-    report = run_chapters(names, root=root, scale=scale, device=device, out=out, force=force,
-                          overrides=overrides, log=log)
-    html = report.out / "_build" / "html"
-    if not report.ok:
-        log("book build skipped: a chapter failed")
-        return BuildReport(report, html, 1, time.perf_counter() - start)
-    from kpe_lib.book.pages import write_generated_pages
+    folder = Path(out).resolve() if out is not None else as_root(root)
+    with build_lock(folder, log), terminate_cleanly():  # one build of this folder at a time, chapters and HTML
+        report = run_chapters(names, root=root, scale=scale, device=device, out=out, force=force,
+                              overrides=overrides, log=log)
+        html = report.out / "_build" / "html"
+        if not report.ok:
+            log("book build skipped: a chapter failed")
+            return BuildReport(report, html, 1, time.perf_counter() - start)
+        from kpe_lib.book.pages import write_generated_pages
 
-    write_generated_pages(as_root(root), report.out / "book")  # scoreboard, parameters, API from results/ + code
-    log(f"building the book in {report.out} ...")
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
-           str(report.out), "-W", "-n", "--keep-going"]
-    t0 = time.perf_counter()
-    rc = subprocess.call(cmd, cwd=str(report.out))
+        write_generated_pages(as_root(root), report.out / "book")  # scoreboard, parameters, API from results/
+        log(f"building the book in {report.out} ...")
+        cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build",
+               str(report.out), "-W", "-n", "--keep-going"]
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, cwd=str(report.out))
     log(f"jupyter-book build {'finished' if rc == 0 else 'FAILED (exit %d)' % rc} in "
         f"{time.perf_counter() - t0:.1f} s; html: {html}")
     return BuildReport(report, html, rc, time.perf_counter() - start)

@@ -120,7 +120,10 @@ def load_params(root: str | os.PathLike | None, scale: str, device: str = "cpu",
     import yaml
 
     path = params_path(root, scale)
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"parameter file {path} is not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a flat mapping of parameter names to values")
     params.update(scale=scale, device=device)
