@@ -110,7 +110,7 @@ def check_gain_value(eta: Any, t: float) -> None:
 
 def explain_first_call_error(velocity: Any, x0: torch.Tensor, err: Exception) -> Exception | None:
     """A clearer error for a first call that failed because the model's weights and x0 differ in dtype."""
-    if not isinstance(velocity, torch.nn.Module):
+    if not isinstance(velocity, torch.nn.Module) or not isinstance(err, RuntimeError):  # torch's dtype errors
         return None
     dtypes = {p.dtype for p in velocity.parameters() if p.is_floating_point()}
     if not dtypes or x0.dtype in dtypes:

@@ -95,9 +95,10 @@ class EmpiricalVelocity:
             return out
         where = f"at t = {float(tt.max()):.6g}"
         biggest = float(x.detach().abs().max().double()) if x.numel() else 0.0
+        wider = "" if out.dtype == torch.float64 else " or pass x in a wider dtype (torch.float64)"
         raise FloatingPointError(
             f"the closed-form {what} is not finite {where} in {out.dtype} (|x| up to {biggest:.3g}): the values "
-            f"overflow {out.dtype}; rescale the data or pass x in a wider dtype (float32 / float64)")
+            f"overflow {out.dtype}; rescale the data{wider}")
 
     def _logits(self, xf: torch.Tensor, tt: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Logits up to the per-row constant ``-||x||^2 / (2 sigma^2)``: (B, hi - lo).
