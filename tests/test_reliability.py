@@ -1,5 +1,8 @@
 """Issue 9's reliability catalogue: every kind of bad input gives one clear error and leaves earlier results intact.
 
+Issue 14's catalogue by family (shapes, dtypes, NaN/inf, ranges, types, corrupt caches, concurrent, killed and
+skipped runs) is ``tests/test_reliability_catalogue.py``.
+
 | bad input | where it is caught | message names |
 |---|---|---|
 | misspelt parameter in a papermill call | ``check_parameters`` in the chapter's setup cell | the name, the closest declared name |
