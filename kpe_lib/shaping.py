@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kpe_lib._numbers import as_float
+
 LAUNCH_FORMS = ("linear", "constant", "exponential")
 LANDING_FORMS = ("exponential", "linear", "constant")
 
@@ -51,10 +53,10 @@ class KTS:
     k: float = 3.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha0", "beta0", "tau_split", "k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("alpha0", "beta0", "tau_split", "k"):  # any real type; numpy / tensor scalars become floats
+            value = as_float(getattr(self, name), name)
+            if type(getattr(self, name)) not in (int, float):
+                object.__setattr__(self, name, value)
         if not 0.0 < self.tau_split < 1.0:
             raise ValueError(f"tau_split must lie in the open interval (0, 1), got {self.tau_split}")
         if self.alpha0 < 0:

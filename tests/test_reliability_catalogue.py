@@ -39,7 +39,7 @@ import yaml
 from PIL import Image
 
 import importlib
-from kpe_lib import EmpiricalVelocity, sample, time_grid
+from kpe_lib import KTS, EmpiricalVelocity, sample, time_grid
 from kpe_lib.book import runner
 from kpe_lib.book.guard import BuildLockedError, build_lock
 from kpe_lib.book.results import write_results
@@ -111,6 +111,7 @@ BAD_INPUTS = [
     ("ranges", lambda: sample(ONES, X0, n_steps=4, gain=lambda t: torch.tensor([1.0, 1.0, 0.0, 1.0])),
      ValueError, r"values in \[0, 1\]"),
     ("ranges", lambda: TrainConfig(ema_decay=1.0), ValueError, r"TrainConfig\.ema_decay .* < 1 or None, got 1\.0"),
+    ("types", lambda: KTS(alpha0=10 ** 400), ValueError, r"alpha0 must be a finite number, got .*too large"),
     ("types", lambda: TrainConfig(batch_size=True), ValueError, r"batch_size must be an integer >= 1, got bool"),
     ("types", lambda: time_grid(True), ValueError, r"n_steps must be an integer >= 1, got bool"),
     ("types", lambda: TrainConfig(lr=10 ** 400), ValueError, r"TrainConfig\.lr .*too large for a float"),
@@ -139,6 +140,7 @@ SAME_MEANING = [
     ("types", lambda: TrainConfig(steps=np.int64(10), batch_size=np.int32(8), lr=np.float32(0.5)),
      lambda: TrainConfig(steps=10, batch_size=8, lr=0.5)),
     ("types", lambda: check_positive_int(np.int64(5), "k"), lambda: 5),
+    ("types", lambda: KTS(beta0=np.float32(0.03125), tau_split=torch.tensor(0.5)), lambda: KTS(beta0=0.03125, tau_split=0.5)),
     ("types", lambda: sample(ONES, X0, n_steps=np.int64(4), tau_split=np.float32(0.5)).kpe_early,
      lambda: sample(ONES, X0, n_steps=4, tau_split=0.5).kpe_early),
     ("types", lambda: sample(ONES, X0, n_steps=4, tau_split=torch.tensor(0.5)).tau_split, lambda: 0.5),
