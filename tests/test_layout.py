@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "kpe_lib"
-BUILDING_BLOCKS = ("data", "models", "training", "metrics", "plotting")
+BUILDING_BLOCKS = ("data", "models", "training", "metrics", "plotting", "integrations")
 # lower tier number = more basic; a module may import only its own tier or lower ones
 TIER = {"core": 0, **{b: 1 for b in BUILDING_BLOCKS}, "experiments": 2, "book": 3}
 
