@@ -25,8 +25,9 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): requirements-ci.txt pyproject.toml | $(PY)
+$(INSTALLED): requirements-ci.txt requirements-nodeps.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-ci.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 	@touch $@
 
 install: $(INSTALLED)
