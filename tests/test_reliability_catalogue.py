@@ -381,6 +381,9 @@ def test_two_runs_into_one_folder_serialise_and_the_second_names_the_first(tmp_p
 def test_concurrent_executions_use_their_own_temporary_notebooks(tmp_path, monkeypatch):
     """Below the lock as well: two executions of one chapter into one target never share a temporary name."""
     root = make_project(tmp_path / "p")
+    for name in ("KPE_OUTPUTS_LOG", "JUPYTER_RUNTIME_DIR", "KPE_PROGRESS", "KPE_ROOT", "OMP_WAIT_POLICY"):
+        monkeypatch.setenv(name, "")  # threads interleave the runner's environment: monkeypatch restores it
+        monkeypatch.delenv(name)
     stand_in_papermill(monkeypatch, lambda path: time.sleep(0.4))
     chapter = runner.discover_chapters(root)[0]
     params = runner.load_params(root, "smoke")
