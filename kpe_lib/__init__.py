@@ -5,10 +5,11 @@ numbers such as "Mathematics §2" refer to the book's page *The mathematics* (``
 
 The package has four tiers, each importing only the ones before it:
 
-1. the core, the modules at this level (grids, KTS gains, solvers, the sampling loop, the empirical closed
-   form, the reference integrator, adapters, acceleration, the energy-aware landing): torch and tqdm only;
+1. the core, the modules at this level (grids, KTS gains, solvers, the sampling loop and its path diagnostics,
+   the empirical closed form, the reference integrator, adapters, acceleration, the energy-aware landing): torch
+   and tqdm only (pandas for the optional DataFrame export);
 2. building blocks: :mod:`kpe_lib.data`, :mod:`kpe_lib.models`, :mod:`kpe_lib.training`,
-   :mod:`kpe_lib.metrics`, :mod:`kpe_lib.plotting`;
+   :mod:`kpe_lib.metrics`, :mod:`kpe_lib.plotting`, :mod:`kpe_lib.integrations` (torchcfm, diffusers);
 3. chapter studies: :mod:`kpe_lib.experiments` (one module per chapter that needs one; not public API);
 4. the book machinery: :mod:`kpe_lib.book` (scales, parameters, chapter context, results, scoreboard,
    generated pages, the runner and ``python -m kpe_lib``).

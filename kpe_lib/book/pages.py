@@ -15,10 +15,11 @@ from kpe_lib.book.scoreboard import VERDICTS, scoreboard
 
 SCALE_ORDER = ("cpu", "paper", "smoke")  # the book shows its own scale first
 API_MODULES = (
-    "kpe_lib", "kpe_lib.grids", "kpe_lib.shaping", "kpe_lib.sampling", "kpe_lib.solvers", "kpe_lib.closed_form",
-    "kpe_lib.mixture_velocity", "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate",
+    "kpe_lib", "kpe_lib.grids", "kpe_lib.shaping", "kpe_lib.sampling", "kpe_lib.diagnostics", "kpe_lib.solvers",
+    "kpe_lib.closed_form", "kpe_lib.mixture_velocity", "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate",
     "kpe_lib.energy_aware", "kpe_lib.data", "kpe_lib.models", "kpe_lib.training", "kpe_lib.metrics",
-    "kpe_lib.plotting", "kpe_lib.book.scoreboard",
+    "kpe_lib.plotting", "kpe_lib.integrations", "kpe_lib.integrations.torchcfm", "kpe_lib.integrations.diffusers",
+    "kpe_lib.book.scoreboard",
 )
 
 
@@ -97,7 +98,8 @@ def parameters_markdown(root: str | Path) -> str:
     names = list(dict.fromkeys(k for scale in params.values() for k in scale))
     lines = ["# Parameters of the three scales", "",
              "Generated from `notebooks/params/{smoke,cpu,paper}.yml`. Chapter keys carry a prefix: `toy_` "
-             "chapter 1, `efm_` chapter 2, `cifar_` chapter 3, `celeba_` chapter 4, `sem_` chapter 5.", "",
+             "chapter 1, `efm_` chapter 2, `cifar_` chapter 3, `celeba_` chapter 4, `sem_` chapter 5, `byom_` the "
+             "page Bring your own model.", "",
              "| parameter | smoke | cpu | paper |", "|---|---|---|---|"]
     for name in names:
         lines.append(f"| `{name}` | " + " | ".join(
