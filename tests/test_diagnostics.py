@@ -198,3 +198,31 @@ def test_half_precision_state_and_time_stay_float32():
 def test_diagnostics_need_energy_tracking():
     with pytest.raises(ValueError, match="track_energy"):
         sample(lambda x, t: x, torch.zeros(2, 2), n_steps=2, diagnostics=True, track_energy=False)
+
+
+class LabelField(torch.nn.Module):
+    """A class-conditional constant field e[y] (row num_classes is the null class), for GuidedVelocity."""
+
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.e = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [0.5, -0.5]], dtype=torch.float64)
+
+    def forward(self, x, t, y=None):
+        y = torch.full((x.shape[0],), 3) if y is None else y
+        return self.e[y] + 0 * x
+
+
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
+def test_guided_velocity_reports_its_guidance_part(w):
+    from kpe_lib.models import GuidedVelocity
+
+    field, labels = GuidedVelocity(LabelField(), w), torch.tensor([0, 1, 2, 0])
+    x0 = torch.zeros(4, 2, dtype=torch.float64)
+    plain = sample(field, x0, n_steps=5, y=labels)
+    res = sample(field, x0, n_steps=5, y=labels, diagnostics=True)
+    assert torch.equal(plain.x, res.x) and torch.equal(plain.kpe, res.kpe)
+    e = LabelField().e
+    expect = 0.5 * (w - 1) ** 2 * (e[labels] - e[3]).pow(2).sum(1)
+    assert torch.allclose(res.diagnostics.guidance_energy, expect)

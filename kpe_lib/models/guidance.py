@@ -86,6 +86,26 @@ class GuidedVelocity(nn.Module):
         v_cond, v_uncond = v[:b], v[b:]
         return v_uncond + self.scale * (v_cond - v_uncond)
 
+    def velocity_and_guidance(self, x: torch.Tensor, t: float | torch.Tensor, y: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided velocity, guidance part ``(w - 1)(v_y - v_null)``), both (B, ...), from the same model calls.
+
+        ``sample(..., diagnostics=True)`` calls this instead of ``forward`` to record the guidance energy
+        (Mathematics §2.5). The velocity equals ``forward``'s; without labels the guidance part is 0, and with
+        ``w = 0`` the conditional velocity is evaluated as well (one batched call of two evaluations).
+        """
+        if y is None or self.scale == 1.0:
+            v = self.forward(x, t, y)
+            return v, torch.zeros_like(v)
+        b = x.shape[0]
+        tb = expand_time(t, b, x.device)
+        out = self.model(torch.cat([x, x]), torch.cat([tb, tb]), y=torch.cat([torch.as_tensor(y, device=x.device),
+                                                                            self._null(b, x.device)]))
+        v_cond, v_uncond = out[:b], out[b:]
+        if self.scale == 0.0:
+            return self.model(x, t, y=None), v_uncond - v_cond
+        return v_uncond + self.scale * (v_cond - v_uncond), (self.scale - 1.0) * (v_cond - v_uncond)
+
     def _null(self, batch: int, device: torch.device) -> torch.Tensor:
         null = getattr(self.model, "num_classes", None)
         if null is None:
