@@ -1,6 +1,6 @@
 """Per-step overhead of ``kpe_lib.sample`` against torchdiffeq's Euler on a small 2D MLP (issue 15).
 
-    python benchmarks/bench_overhead.py [--repeats 7] [--steps 100] [--threads 1]
+    python benchmarks/bench_overhead.py [--repeats 5] [--steps 100] [--threads 1] [--batches 1024 4096]
 
 On a small model the sampler's own work per step (building t, the update, the energy bookkeeping) is a visible
 share of the time; this prints, per batch size, the best wall time of torchdiffeq ``odeint(method="euler")`` on
@@ -47,10 +47,10 @@ def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 16384])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ pytest.importorskip("torchcfm")
 pytest.importorskip("diffusers")
 
 import jupytext  # noqa: E402
+import torch  # noqa: E402
 
 from kpe_lib.book.results import read_results  # noqa: E402
 from kpe_lib.book.scales import project_root  # noqa: E402
@@ -26,8 +27,12 @@ def test_every_cell_runs_and_writes_its_results(tmp_path, monkeypatch):
     namespace = {"__name__": "__page__"}
     exec(compile(cells[0].source, "parameters", "exec"), namespace)
     namespace.update(TINY, results_dir=str(tmp_path))
-    for i, cell in enumerate(cells[1:], 1):
-        exec(compile(cell.source, f"cell {i}", "exec"), namespace)
+    threads = torch.get_num_threads()
+    try:
+        for i, cell in enumerate(cells[1:], 1):
+            exec(compile(cell.source, f"cell {i}", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)  # open_chapter sets the chapters' thread count
     metrics = read_results(tmp_path / "smoke" / "06_bring_your_own_model.json").metrics
     assert metrics["torchdiffeq_max_abs_diff"] < 1e-4 and metrics["diffusers_max_abs_diff"] < 1e-5
     assert metrics["OT-CFM_kpe_over_bound"] < metrics["I-CFM_kpe_over_bound"]
