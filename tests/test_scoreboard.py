@@ -38,6 +38,15 @@ def test_a_significant_change_in_the_paper_direction_is_reproduced():
     assert "exact McNemar p = 0.004" in fmem_row().judge(m).evidence
 
 
+def test_a_bootstrap_p_of_zero_is_printed_as_a_bound():
+    m = {"fm": 0.37, "kts": 0.20, "tests": {"fmem": evidence("paired bootstrap", p=0.0, ci95=[-0.2, -0.1],
+                                                              n_boot=1000)}}
+    j = fmem_row().judge(m)
+    assert j.verdict == "reproduced in direction" and "paired bootstrap p < 0.001," in j.evidence
+    del m["tests"]["fmem"]["n_boot"]
+    assert "p = 0," not in fmem_row().judge(m).evidence
+
+
 def test_a_change_that_is_not_significant_is_not_established_whatever_its_sign():
     for kts in (0.33, 0.40):    # a held and an opposite direction, both with p = 0.3
         m = {"fm": 0.37, "kts": kts, "tests": {"fmem": evidence("exact McNemar", p=0.3, ci95=[-0.05, 0.02])}}

@@ -67,6 +67,16 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
+def _p_text(p: float | None, record: Mapping[str, Any]) -> str:
+    """`` p = 0.012`` as printed; a resampling p-value of 0 means no replicate crossed the null."""
+    if p is None:
+        return ""
+    if p == 0.0:
+        n_boot = record.get("n_boot")
+        return f" p < {1 / n_boot:.2g}" if isinstance(n_boot, int) and n_boot > 0 else " p < 1/(resamples)"
+    return f" p = {p:.2g}"
+
+
 def evidence(test: str, *, p: float | None = None, ci95: Sequence[float] | None = None, n: int | None = None,
              **extra: Any) -> dict[str, Any]:
     """The record a chapter stores under ``metrics["tests"][key]`` for one test.
@@ -219,7 +229,7 @@ class Row:
         p = pvalue if pvalue is not None else _num(record.get("p"))
         ci = record.get("ci95")
         ci = None if ci is None else [float(c) * self.scale_factor for c in ci]
-        text = record["test"] + (f" p = {p:.2g}" if p is not None else "") + \
+        text = record["test"] + _p_text(p, record) + \
             (f", 95% CI [{ci[0]:.3g}, {ci[1]:.3g}]" if ci is not None else "")
         resolution = (ci[1] - ci[0]) / 2 if ci is not None else None
         if len(vals) == 2:

@@ -293,14 +293,15 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
                                     ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
         if fm.features is not None and ev.features is not None:
             f = reference.paired_change(fm.features, ev.features, n_boot=n_boot, seed=seed)
-            tests["fid"][n] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n)
+            tests["fid"][n] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n, n_boot=f.n_boot)
             k = paired_kid_change(ref_features, fm.features, ev.features, n_boot=n_boot, seed=seed)
-            tests["kid"][n] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n)
+            tests["kid"][n] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n, n_boot=k.n_boot)
     by_tau = {f"{t:g}": n for t, n in zip(taus, tau_names)}
     if "0.6" in by_tau and abl[by_tau["0.6"]].features is not None:
         other = abl[by_tau["0.6"]].features
         for t, n in by_tau.items():
             if t != "0.6" and abl[n].features is not None:
                 f = reference.paired_change(abl[n].features, other, n_boot=n_boot, seed=seed)
-                tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n)
+                tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n,
+                                                     n_boot=f.n_boot)
     return tests
