@@ -151,3 +151,20 @@ def test_batched_sampling_equals_one_batch_and_one_process_is_a_no_op():
     assert torch.equal(doubled, 2 * x0)
     assert dist_info().world_size == 1
     assert [shard_range(7, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 7)]
+
+
+# ------------------------------------------------------------------------------ the fused closed form
+@pytest.mark.parametrize("chunk", [64, 7])  # one chunk, and streaming over several
+@pytest.mark.parametrize("per_row_t", [False, True])
+def test_fused_closed_form_equals_the_default_one(chunk, per_row_t):
+    from kpe_lib import EmpiricalVelocity
+
+    g = torch.Generator().manual_seed(0)
+    train, x = torch.randn(50, 12, generator=g), torch.randn(9, 12, generator=g)
+    t = torch.rand(9, generator=g) * 0.9 if per_row_t else 0.7
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        slow = EmpiricalVelocity(train, dtype=dtype, chunk_size=chunk)
+        fast = EmpiricalVelocity(train, dtype=dtype, chunk_size=chunk, fused=True)
+        assert torch.allclose(fast(x.to(dtype), t), slow(x.to(dtype), t), rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="fused"):
+        EmpiricalVelocity(train, fused=1)
