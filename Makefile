@@ -1,5 +1,5 @@
 # The KPE companion's two commands (see README.md):
-#   make book [SCALE=cpu|smoke|paper] [DEVICE=cpu|cuda]   execute every chapter, build the HTML book
+#   make book [SCALE=cpu|smoke|gpu|paper] [DEVICE=cpu|cuda]   execute every chapter, build the HTML book
 #   make test                                             unit tests, smoke chapters under nbval, book, browser
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,7 +19,7 @@ REPORT := --junitxml=_build/reports
 .PHONY: help install chromium book test unit smoke-chapters nbval smoke-book browser clean
 
 help:
-	@echo "make book [SCALE=cpu|smoke|paper] [DEVICE=cpu|cuda]  - execute chapters, build _build/html"
+	@echo "make book [SCALE=cpu|smoke|gpu|paper] [DEVICE=cpu|cuda]  - execute chapters, build _build/html"
 	@echo "make test                                            - the full test suite (as CI runs it)"
 
 $(PY):

@@ -85,7 +85,7 @@ def test_check_lists_every_problem_in_one_message():
     assert msg.startswith("bad parameters for 04_celeba_kts: ") and "\n" not in msg
     assert "unknown parameter 'celeba_n_trian' (did you mean 'celeba_n_train'?)" in msg
     assert "celeba_lr must be float or int" in msg and "got str '1e-3'" in msg
-    assert "scale must be one of smoke, cpu, paper, got 'huge'" in msg
+    assert "scale must be one of smoke, cpu, gpu, paper, got 'huge'" in msg
     assert "celeba_taus must be list" in msg
 
 
@@ -106,7 +106,7 @@ def test_allowed_types_come_from_defaults_files_and_comments():
 @pytest.mark.parametrize("parameters, expected", [
     ({"toy_n_trian": 100}, "unknown parameter 'toy_n_trian' (did you mean 'toy_n_train'?)"),
     ({"toy_lr": "fast"}, "toy_lr must be float or int"),
-    ({"scale": "huge"}, "scale must be one of smoke, cpu, paper, got 'huge'"),
+    ({"scale": "huge"}, "scale must be one of smoke, cpu, gpu, paper, got 'huge'"),
 ], ids=["misspelt", "mistyped", "unknown-scale"])
 def test_papermill_call_with_bad_parameters(tmp_path, earlier, parameters, expected):
     err = execute(tmp_path, "01_kpe_2d", **({"scale": "smoke", "results_dir": str(earlier[0])} | parameters))
@@ -124,7 +124,7 @@ def test_papermill_call_with_missing_data(tmp_path, earlier):
 
 
 def test_runner_and_cli_refuse_an_unknown_scale(capsys):
-    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, paper, got 'huge'"):
+    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, gpu, paper, got 'huge'"):
         runner.run_chapters(["01"], root=ROOT, scale="huge", out=None)
     with pytest.raises(SystemExit) as info:
         main(["run", "01", "--scale", "huge"])

@@ -95,7 +95,7 @@ def test_select_chapters_by_name_number_and_slug(tmp_path):
 
 def test_unknown_scale_and_missing_params_are_clear_errors(tmp_path):
     root = make_project(tmp_path)
-    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, paper"):
+    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, gpu, paper"):
         runner.params_path(root, "huge")
     (root / "notebooks" / "params" / "paper.yml").unlink()
     with pytest.raises(ValueError, match="no parameter file"):

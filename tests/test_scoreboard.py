@@ -185,9 +185,9 @@ def test_chapter_table_renders_the_rows_of_one_chapter():
 
 def test_generated_pages_are_written(tmp_path):
     (tmp_path / "notebooks" / "params").mkdir(parents=True)
-    for scale, steps in (("smoke", 10), ("cpu", 100), ("paper", 1000)):
+    for scale, steps in (("smoke", 10), ("cpu", 100), ("gpu", 300), ("paper", 1000)):
         (tmp_path / "notebooks" / "params" / f"{scale}.yml").write_text(f"scale: {scale}\ntoy_steps: {steps}\n")
-    assert "| `toy_steps` | `10` | `100` | `1000` |" in parameters_markdown(tmp_path)
+    assert "| `toy_steps` | `10` | `100` | `300` | `1000` |" in parameters_markdown(tmp_path)
     paths = write_generated_pages(tmp_path, tmp_path / "book")
     assert [p.name for p in paths] == ["scoreboard.md", "parameters.md", "api.md"]
     assert sorted(p.name for p in (tmp_path / "book" / "generated").iterdir()) == \

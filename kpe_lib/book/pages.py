@@ -13,7 +13,7 @@ from kpe_lib._files import atomic_write_text
 from kpe_lib.book.scales import SCALES
 from kpe_lib.book.scoreboard import VERDICTS, scoreboard
 
-SCALE_ORDER = ("cpu", "paper", "smoke")  # the book shows its own scale first
+SCALE_ORDER = ("cpu", "gpu", "paper", "smoke")  # the book shows its own scale first
 API_MODULES = (
     "kpe_lib", "kpe_lib.grids", "kpe_lib.shaping", "kpe_lib.sampling", "kpe_lib.diagnostics", "kpe_lib.solvers",
     "kpe_lib.closed_form", "kpe_lib.mixture_velocity", "kpe_lib.reference", "kpe_lib.adapters", "kpe_lib.accelerate",
@@ -87,7 +87,7 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
 
 
 def parameters_markdown(root: str | Path) -> str:
-    """The three scales' parameter files as one table: a row per parameter, a column per scale."""
+    """The scales' parameter files as one table: a row per parameter, a column per scale."""
     import yaml
 
     root = Path(root)
@@ -96,11 +96,11 @@ def parameters_markdown(root: str | Path) -> str:
         path = root / "notebooks" / "params" / f"{scale}.yml"
         params[scale] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
     names = list(dict.fromkeys(k for scale in params.values() for k in scale))
-    lines = ["# Parameters of the three scales", "",
-             "Generated from `notebooks/params/{smoke,cpu,paper}.yml`. Chapter keys carry a prefix: `toy_` "
+    lines = ["# Parameters of the scales", "",
+             f"Generated from `notebooks/params/{{{','.join(SCALES)}}}.yml`. Chapter keys carry a prefix: `toy_` "
              "chapter 1, `efm_` chapter 2, `cifar_` chapter 3, `celeba_` chapter 4, `sem_` chapter 5, `byom_` the "
              "page Bring your own model.", "",
-             "| parameter | smoke | cpu | paper |", "|---|---|---|---|"]
+             "| parameter | " + " | ".join(SCALES) + " |", "|---" * (len(SCALES) + 1) + "|"]
     for name in names:
         lines.append(f"| `{name}` | " + " | ".join(
             f"`{_cell(params[s].get(name, '-'))}`" for s in SCALES) + " |")

@@ -7,7 +7,7 @@ executed notebook from the folder it lives in. :func:`resolve_path` makes both l
 
 Example:
     >>> SCALES
-    ('smoke', 'cpu', 'paper')
+    ('smoke', 'cpu', 'gpu', 'paper')
     >>> resolve_path("/tmp/x").as_posix()
     '/tmp/x'
 """
@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping, Sequence
 __all__ = ["SCALES", "CHAPTER_PATTERN", "Chapter", "project_root", "as_root", "resolve_path", "discover_chapters",
            "select_chapters", "params_path", "load_params"]
 
-#: The named scales, smallest first: ``smoke`` (CI), ``cpu`` (the rendered book), ``paper`` (a GPU box).
-SCALES = ("smoke", "cpu", "paper")
+#: The named scales, smallest first: ``smoke`` (CI), ``cpu`` (the rendered book), ``gpu`` (about an hour per
+#: chapter on one GPU), ``paper`` (the paper's settings, a GPU box; several GPUs with torchrun).
+SCALES = ("smoke", "cpu", "gpu", "paper")
 #: Chapter sources are ``notebooks/NN_slug.md``.
 CHAPTER_PATTERN = "[0-9][0-9]_*.md"
 

@@ -241,7 +241,7 @@ def _judged(results_dir: str | Path, scale: str) -> tuple[list[Judgement], dict[
     return judge_rows(ROWS, results), results
 
 
-def scoreboard(results_dir: str | Path, scales: tuple[str, ...] = ("cpu", "paper", "smoke")
+def scoreboard(results_dir: str | Path, scales: tuple[str, ...] = ("cpu", "gpu", "paper", "smoke")
                ) -> list[ScoreboardEntry]:
     """Every row of :data:`ROWS` at every scale (rows of scales never run say ``not run``).
 

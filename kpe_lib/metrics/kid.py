@@ -167,22 +167,23 @@ class CachedKID:
     def __init__(self, real_term: float, x: torch.Tensor, y: torch.Tensor, degree: int, gamma: float, coef: float):
         self.n, self.m = x.shape[0], y.shape[0]
         self.real_term = real_term
-        self.kff = torch.empty(self.m, self.m, dtype=torch.float64)
+        self.kff = torch.empty(self.m, self.m, dtype=torch.float64, device=y.device)
         for s in range(0, self.m, _BLOCK):
             self.kff[s:s + _BLOCK] = _kernel(y[s:s + _BLOCK], y, degree, gamma, coef)
         self.diag = self.kff.diagonal().clone()
-        self.cross = torch.zeros(self.m, dtype=torch.float64)
+        self.cross = torch.zeros(self.m, dtype=torch.float64, device=y.device)
         for s in range(0, self.n, _BLOCK):
             self.cross += _kernel(x[s:s + _BLOCK], y, degree, gamma, coef).sum(0)
         self.value = float(self(torch.ones(1, self.m, dtype=torch.float64))[0])
 
     def __call__(self, counts: torch.Tensor) -> np.ndarray:
-        """KID of each resample, ``counts`` (B, m) float64 -> (B,) numpy."""
+        """KID of each resample, ``counts`` (B, m) float64 -> (B,) numpy (computed on the kernels' device)."""
         m, n = self.m, self.n
+        counts = counts.to(self.kff.device)
         quad = ((counts @ self.kff) * counts).sum(1)
         pairs = m * m - (counts * counts).sum(1)
         fake_term = (quad - (counts * counts) @ self.diag) / pairs
-        return (self.real_term + fake_term - 2.0 * (counts @ self.cross) / (n * m)).numpy()
+        return (self.real_term + fake_term - 2.0 * (counts @ self.cross) / (n * m)).cpu().numpy()
 
 
 def resample_counts(rng: np.random.Generator, n_boot: int, m: int):
@@ -194,7 +195,8 @@ def resample_counts(rng: np.random.Generator, n_boot: int, m: int):
 
 
 def kid_with_ci(real_feats: Array, fake_feats: Array, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                degree: int = 3, gamma: float | None = None, coef: float = 1.0) -> KIDResult:
+                degree: int = 3, gamma: float | None = None, coef: float = 1.0,
+                device: str | torch.device | None = None) -> KIDResult:
     """KID on the full sets with a bootstrap interval over the generated set.
 
     Only the generated rows are resampled (with replacement, ``numpy.random.default_rng(seed)``); the real
@@ -210,6 +212,8 @@ def kid_with_ci(real_feats: Array, fake_feats: Array, n_boot: int = 1000, seed: 
         seed: resampling seed.
         level: interval coverage in (0, 1).
         degree, gamma, coef: the kernel, as in :func:`kid`.
+        device: where the kernels and the replicates are computed (None: the CPU, as always); the
+            resampling indices are drawn on the CPU with numpy either way, so devices agree to rounding.
 
     Returns:
         KIDResult(value, stderr, ci, level, n_boot, n_real, n_fake, degree, gamma, coef).
@@ -225,6 +229,8 @@ def kid_with_ci(real_feats: Array, fake_feats: Array, n_boot: int = 1000, seed: 
     degree, gamma, coef = kernel_params(x.shape[1], degree, gamma, coef)
     check_positive_int(n_boot, "n_boot")
     level = check_level(level)
+    if device is not None:
+        x, y = x.to(device), y.to(device)
     cache = CachedKID(within_kernel_mean(x, degree, gamma, coef), x, y, degree, gamma, coef)
     rng = np.random.default_rng(seed)
     reps = np.concatenate([cache(c) for c in resample_counts(rng, n_boot, cache.m)])

@@ -150,7 +150,7 @@ def paired_set_change(stat: Callable[[Array, Array], float], real_feats: Array |
 
 def paired_kid_change(real_feats: Array, feats_a: Array, feats_b: Array, n_boot: int = 1000, seed: int = 0,
                       level: float = 0.95, degree: int = 3, gamma: float | None = None,
-                      coef: float = 1.0) -> PairedChange:
+                      coef: float = 1.0, device: str | torch.device | None = None) -> PairedChange:
     """:func:`paired_set_change` with ``stat = kid``, from kernel matrices computed once.
 
     The real-real term is a constant; ``k(fake, fake)`` (n x n, for a and for b) and the column sums of
@@ -168,6 +168,7 @@ def paired_kid_change(real_feats: Array, feats_a: Array, feats_b: Array, n_boot:
         seed: resampling seed.
         level: interval coverage in (0, 1).
         degree, gamma, coef: the kernel, as in :func:`kid` (gamma = 1 / d by default).
+        device: where kernels and replicates are computed (None: the CPU); the resamples are the same.
 
     Returns:
         PairedChange(value_a, value_b, change, ci, level, n_boot, pvalue, n, stderr, bias).
@@ -181,6 +182,8 @@ def paired_kid_change(real_feats: Array, feats_a: Array, feats_b: Array, n_boot:
     """
     x, a, b, level = _check_paired(real_feats, feats_a, feats_b, n_boot, level)
     degree, gamma, coef = kernel_params(x.shape[1], degree, gamma, coef)
+    if device is not None:
+        x, a, b = x.to(device), a.to(device), b.to(device)
     real_term = within_kernel_mean(x, degree, gamma, coef)
     cache_a = CachedKID(real_term, x, a, degree, gamma, coef)
     cache_b = CachedKID(real_term, x, b, degree, gamma, coef)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from kpe_lib._files import atomic_path
+from kpe_lib.distributed import barrier, dist_info
 from kpe_lib.models import build_model
 from kpe_lib.training._util import private_global_rng, seed_global_rng
 from kpe_lib.training.checkpoint import FLOW_FORMAT, config_hash, data_fingerprint, load_checkpoint
@@ -80,7 +81,10 @@ def cached_model(model_config: dict[str, Any], train_config: TrainConfig, data: 
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = train_config.steps
     final = run_dir / f"step{steps:09d}.pt"
-    if final.exists():  # a cache hit: loads and verifies, trains nothing
+    main = dist_info().is_main  # under torchrun rank 0 alone touches the files; the others wait for it
+    hit = final.exists()
+    barrier()  # every rank has decided before rank 0 may create the final file
+    if hit:  # a cache hit: loads and verifies, trains nothing
         return train_flow_matching(model, data, labels, train_config, checkpoint=final, progress=False,
                                    device=device)
 
@@ -91,10 +95,14 @@ def cached_model(model_config: dict[str, Any], train_config: TrainConfig, data: 
     if earlier and earlier[-1] > partial_step:
         snapshot = run_dir / f"step{earlier[-1]:09d}.pt"
         load_checkpoint(snapshot, FLOW_FORMAT)  # a damaged snapshot is named here, not as the partial copy of it
-        with atomic_path(partial) as tmp:  # a name unique to this process: two runs never share a half copy
-            shutil.copyfile(snapshot, tmp)
+        if main:
+            with atomic_path(partial) as tmp:  # a name unique to this process: two runs never share a half copy
+                shutil.copyfile(snapshot, tmp)
+    barrier()
     result = train_flow_matching(model, data, labels, train_config, checkpoint=partial, progress=progress,
                                  device=device)
-    os.replace(partial, final)
+    if main:
+        os.replace(partial, final)
+    barrier()
     result.checkpoint = final
     return result

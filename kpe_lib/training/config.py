@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from kpe_lib._numbers import as_float, as_int
+from kpe_lib._numbers import as_bool, as_float, as_int
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,20 @@ class TrainConfig:
             training); used only when labels are given.
         warmup_steps: linear learning-rate warm-up from lr / warmup_steps to lr (0: none).
         checkpoint_every: save a checkpoint every this many steps (None: only at the end).
+        bf16: run the network's forward (and so its backward) under bfloat16 autocast on the training
+            device; parameters, optimiser state and the loss stay float32. Part of the run's identity.
+        compile: train through ``torch.compile`` of the network (the weights are the same module's).
+            Part of the run's identity (compiled kernels round differently).
+        device_noise: draw the noise x0 and the times t with a generator on the training device (no
+            host-to-device copy per step; another random stream than the default, so part of the identity).
+            Batch indices and label dropout stay on the CPU generator.
+        sync_every: read the loss back to the host every this many steps (1: every step, the loss checked
+            before each update). Larger values remove the per-step host sync; a non-finite loss is then
+            reported at the next read-back, naming its step, and checkpoints are written after a read-back.
+            Does not change the weights, so it is not part of the run's identity.
+
+    The four options above are left out of :meth:`to_dict` (and so of cache keys, checkpoints and protocol
+    records) while they hold their defaults, so runs without them keep the keys they always had.
     """
 
     steps: int = 1000
@@ -42,13 +56,20 @@ class TrainConfig:
     p_uncond: float = 0.1
     warmup_steps: int = 0
     checkpoint_every: int | None = None
+    bf16: bool = False
+    compile: bool = False
+    device_noise: bool = False
+    sync_every: int = 1
 
-    RUN_LENGTH_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "checkpoint_every")
+    RUN_LENGTH_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "checkpoint_every", "sync_every")
+    #: execution options added after the first cache keys: recorded only when they differ from these
+    OPTION_DEFAULTS: ClassVar[dict[str, Any]] = {"bf16": False, "compile": False, "device_noise": False,
+                                                 "sync_every": 1}
 
     def __post_init__(self) -> None:
         # Any integer / real type is accepted; numpy and tensor scalars are stored as Python numbers (so the
         # cache key and the checkpoint's configuration are the same for 10 and np.int64(10)); booleans refused.
-        ints = {"steps": 0, "batch_size": 1, "seed": 0, "warmup_steps": 0}
+        ints = {"steps": 0, "batch_size": 1, "seed": 0, "warmup_steps": 0, "sync_every": 1}
         for name, minimum in ints.items():
             self._set(name, as_int(getattr(self, name), f"TrainConfig.{name}", minimum=minimum))
         self._set("checkpoint_every", as_int(self.checkpoint_every, "TrainConfig.checkpoint_every", minimum=1,
@@ -59,6 +80,8 @@ class TrainConfig:
                                         open_max=True, or_none=True))
         self._set("grad_clip", as_float(self.grad_clip, "TrainConfig.grad_clip", minimum=0.0, open_min=True,
                                         or_none=True))
+        for name in ("bf16", "compile", "device_noise"):
+            self._set(name, as_bool(getattr(self, name), f"TrainConfig.{name}"))
 
     def _set(self, name: str, value: Any) -> None:
         # a Python int given for a float field is kept as given (an lr of 1 keeps the cache key it always had)
@@ -66,8 +89,9 @@ class TrainConfig:
             object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict."""
-        return dataclasses.asdict(self)
+        """All fields as a plain dict, less the ``OPTION_DEFAULTS`` options that hold their default."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in self.OPTION_DEFAULTS and v == self.OPTION_DEFAULTS[k])}
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the training run (everything but ``RUN_LENGTH_FIELDS``)."""

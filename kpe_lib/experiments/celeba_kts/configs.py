@@ -24,6 +24,7 @@ import torch
 from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
 from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
                              inception_features, memorization_fraction)
+from kpe_lib.metrics.device_stats import paired_fid_change_device
 from kpe_lib.sampling import sample
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
@@ -215,12 +216,20 @@ def to_unit_range(samples: torch.Tensor, mean: float | torch.Tensor) -> torch.Te
 
 
 def paired_fid_change(reference: FrechetReference, base: torch.Tensor | np.ndarray,
-                      other: torch.Tensor | np.ndarray, n_boot: int = 200, seed: int = 0) -> BootstrapResult:
+                      other: torch.Tensor | np.ndarray, n_boot: int = 200, seed: int = 0,
+                      device: str | None = None) -> BootstrapResult:
     """FID(other) - FID(base), bootstrapped by resampling the same sample indices in both sets.
 
     The two feature sets must come from the same noise, row for row (paired). Resampling with repeats
     inflates each FID a little, but alike for both, so the interval of the difference is what to read.
+    ``device`` (e.g. ``"cuda"``) runs the replicates in float64 torch there
+    (:func:`kpe_lib.metrics.device_stats.paired_fid_change_device`, the same resamples); None: numpy on the CPU.
     """
+    if device is not None:
+        if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+            raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+        d = paired_fid_change_device(reference, base, other, n_boot=n_boot, seed=seed, level=0.95, device=device)
+        return BootstrapResult(value=d.change, stderr=d.stderr, ci=d.ci, level=d.level, n_boot=n_boot)
     (fa, ga), (fb, gb) = reference.project(base), reference.project(other)
     if fa.shape != fb.shape:
         raise ValueError(f"base and other must be paired feature sets of the same shape, got {fa.shape}, {fb.shape}")

@@ -89,14 +89,17 @@ class FidBench:
 
 
 def summary_table(names: Sequence[str], evals: Mapping[str, ConfigEval], reference: FrechetReference, *,
-                  base: str = "FM", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+                  base: str = "FM", n_boot: int = 1000, seed: int = 0, stats_device: str | None = None
+                  ) -> pd.DataFrame:
     """One :func:`summary_row` per configuration, indexed by name: paired changes of F_mem against ``base``
-    and, where both have Inception features, the paired change of FID (``dfid`` with its 95% interval)."""
+    and, where both have Inception features, the paired change of FID (``dfid`` with its 95% interval;
+    ``stats_device`` runs its bootstrap in torch there, None in numpy on the CPU)."""
     rows = []
     for n in names:
         row = summary_row(evals[n], None if n == base else evals[base], n_boot=n_boot, seed=seed)
         if n != base and evals[n].features is not None and evals[base].features is not None:
-            d = paired_fid_change(reference, evals[base].features, evals[n].features, n_boot=n_boot, seed=seed)
+            d = paired_fid_change(reference, evals[base].features, evals[n].features, n_boot=n_boot, seed=seed,
+                                  device=stats_device)
             row.update(dfid=d.value, dfid_ci_lo=d.ci[0], dfid_ci_hi=d.ci[1])
         rows.append(row)
     return pd.DataFrame(rows).set_index("config")
@@ -250,7 +253,7 @@ def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_confi
 
 
 def kid_metrics(ref_features: torch.Tensor | np.ndarray, evals: Mapping[str, ConfigEval], names: Sequence[str],
-                *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+                *, n_boot: int = 1000, seed: int = 0, stats_device: str | None = None) -> dict[str, dict[str, Any]]:
     """KID (polynomial kernel, :func:`kpe_lib.metrics.kid_with_ci`) of every configuration among ``names`` that has
     Inception features, against the reference's features (the same features as its FID): {name: {kid, kid_ci95}}."""
     from kpe_lib.metrics import kid_with_ci
@@ -258,15 +261,15 @@ def kid_metrics(ref_features: torch.Tensor | np.ndarray, evals: Mapping[str, Con
     out = {}
     for n in names:
         if evals[n].features is not None:
-            k = kid_with_ci(ref_features, evals[n].features, n_boot=n_boot, seed=seed)
+            k = kid_with_ci(ref_features, evals[n].features, n_boot=n_boot, seed=seed, device=stats_device)
             out[n] = {"kid": float(k.value), "kid_ci95": [float(k.ci[0]), float(k.ci[1])]}
     return out
 
 
 def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], reference: FrechetReference,
                   ref_features: torch.Tensor | np.ndarray, *, main_names: Sequence[str], taus: Sequence[float],
-                  tau_names: Sequence[str], evidence: Any, n_boot: int = 1000, seed: int = 0
-                  ) -> dict[str, dict[str, Any]]:
+                  tau_names: Sequence[str], evidence: Any, n_boot: int = 1000, seed: int = 0,
+                  stats_device: str | None = None) -> dict[str, dict[str, Any]]:
     """The tests behind the chapter's scoreboard rows (``metrics["tests"]``), all paired on the shared noise.
 
     - ``fmem.<name>``: exact McNemar of FM's vs the configuration's memorised flags; ci95 the paired bootstrap
@@ -283,6 +286,13 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
     from kpe_lib.experiments.celeba_kts.configs import paired_fmem_change
     from kpe_lib.metrics import mcnemar_exact, paired_kid_change
 
+    from kpe_lib.metrics.device_stats import paired_fid_change_device
+
+    def fid_change(a: Any, b: Any) -> Any:
+        if stats_device is None:
+            return reference.paired_change(a, b, n_boot=n_boot, seed=seed)
+        return paired_fid_change_device(reference, a, b, n_boot=n_boot, seed=seed, device=stats_device)
+
     fm = evals["FM"]
     tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}}
     for n in main_names:
@@ -292,16 +302,17 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
         tests["fmem"][n] = evidence("exact McNemar", p=mc.pvalue, ci95=[float(d.ci[0]), float(d.ci[1])], n=mc.n,
                                     ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
         if fm.features is not None and ev.features is not None:
-            f = reference.paired_change(fm.features, ev.features, n_boot=n_boot, seed=seed)
+            f = fid_change(fm.features, ev.features)
             tests["fid"][n] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n, n_boot=f.n_boot)
-            k = paired_kid_change(ref_features, fm.features, ev.features, n_boot=n_boot, seed=seed)
+            k = paired_kid_change(ref_features, fm.features, ev.features, n_boot=n_boot, seed=seed,
+                                  device=stats_device)
             tests["kid"][n] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n, n_boot=k.n_boot)
     by_tau = {f"{t:g}": n for t, n in zip(taus, tau_names)}
     if "0.6" in by_tau and abl[by_tau["0.6"]].features is not None:
         other = abl[by_tau["0.6"]].features
         for t, n in by_tau.items():
             if t != "0.6" and abl[n].features is not None:
-                f = reference.paired_change(abl[n].features, other, n_boot=n_boot, seed=seed)
+                f = fid_change(abl[n].features, other)
                 tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n,
                                                      n_boot=f.n_boot)
     return tests
