@@ -42,6 +42,7 @@ import importlib
 from kpe_lib import KTS, EmpiricalVelocity, sample, time_grid
 from kpe_lib.book import runner
 from kpe_lib.book.guard import BuildLockedError, build_lock
+from kpe_lib.book.pages import parameters_markdown
 from kpe_lib.book.results import write_results
 from kpe_lib.data import DataError, celeba_files, load_celeba, load_cifar10
 from kpe_lib.data.images import preprocess
@@ -274,6 +275,8 @@ def test_broken_parameter_file_is_named(tmp_path):
     (root / "notebooks" / "params" / "smoke.yml").write_text("scale: smoke\n  bad: [indent\n")
     with pytest.raises(ValueError, match=r"parameter file .*smoke\.yml is not valid YAML"):
         runner.load_params(root, "smoke")
+    with pytest.raises(ValueError, match=r"parameter file .*smoke\.yml is not valid YAML"):
+        parameters_markdown(root)                     # the generated parameters page names it too
 
 
 # ---------------------------------------------------------------- the runner: skips, concurrent and killed runs

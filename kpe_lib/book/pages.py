@@ -10,7 +10,7 @@ import inspect
 from pathlib import Path
 
 from kpe_lib._files import atomic_write_text
-from kpe_lib.book.scales import SCALES
+from kpe_lib.book.scales import SCALES, load_params
 from kpe_lib.book.scoreboard import VERDICTS, scoreboard
 
 SCALE_ORDER = ("cpu", "gpu", "paper", "smoke")  # the book shows its own scale first
@@ -88,13 +88,13 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
 
 def parameters_markdown(root: str | Path) -> str:
     """The scales' parameter files as one table: a row per parameter, a column per scale."""
-    import yaml
-
     root = Path(root)
     params = {}
     for scale in SCALES:
-        path = root / "notebooks" / "params" / f"{scale}.yml"
-        params[scale] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+        if (root / "notebooks" / "params" / f"{scale}.yml").is_file():  # a broken file: one error naming it
+            params[scale] = {k: v for k, v in load_params(root, scale).items() if k not in ("scale", "device")}
+        else:
+            params[scale] = {}
     names = list(dict.fromkeys(k for scale in params.values() for k in scale))
     lines = ["# Parameters of the scales", "",
              f"Generated from `notebooks/params/{{{','.join(SCALES)}}}.yml`. Chapter keys carry a prefix: `toy_` "
