@@ -191,6 +191,19 @@ CELEBA_CACHE_DAMAGE = [
 ]
 
 
+def test_celeba_cache_with_rounding_outside_0_1_is_a_hit(tmp_path):
+    """Antialiased resizing leaves values such as 1.0000002: a valid cache, not rebuilt on every load."""
+    root, cache = make_celeba(tmp_path / "data"), tmp_path / "cache"
+    load_celeba(root, n=2, size=8, center=False, cache=cache)
+    (path,) = cache.iterdir()
+    arrays = _arrays(path)
+    arrays["images"][0, 0, 0, 0] = np.float32(1.0000002)
+    np.savez(path, **arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(load_celeba(root, n=2, size=8, center=False, cache=cache).images.max()) == np.float32(1.0000002)
+
+
 @pytest.mark.parametrize("damage", [d[1] for d in CELEBA_CACHE_DAMAGE], ids=[d[0] for d in CELEBA_CACHE_DAMAGE])
 def test_celeba_cache_not_holding_its_settings_is_rebuilt(tmp_path, damage):
     root, cache = make_celeba(tmp_path / "data"), tmp_path / "cache"

@@ -78,6 +78,10 @@ def load_npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
+#: Float rounding of decoding and antialiased resizing leaves values a few ulps outside [0, 1] (1.0000002).
+RANGE_SLACK = 1e-4
+
+
 def valid_image_cache(arrays: dict[str, np.ndarray], path: Path, names: list[str], shape: tuple[int, ...],
                       key: str) -> bool:
     """Whether a decoded-image cache holds what its name claims: ``key``, ``names`` and float32 ``images`` of
@@ -93,7 +97,8 @@ def valid_image_cache(arrays: dict[str, np.ndarray], path: Path, names: list[str
     elif images is None or images.dtype != np.float32 or images.shape != shape:
         got = "no images" if images is None else f"{images.dtype} {images.shape}"
         problem = f"it holds {got}, expected float32 {shape}"
-    elif not np.isfinite(images).all() or images.min(initial=0.0) < 0.0 or images.max(initial=0.0) > 1.0:
+    elif not np.isfinite(images).all() or images.min(initial=0.0) < -RANGE_SLACK \
+            or images.max(initial=0.0) > 1.0 + RANGE_SLACK:
         problem = "its images hold NaN, infinite values or values outside [0, 1]"
     else:
         return True
