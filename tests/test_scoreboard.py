@@ -173,6 +173,10 @@ def test_every_row_is_on_the_page_at_every_scale_and_a_flip_on_rebuild_is_not_es
     page = scoreboard_markdown(tmp_path / "results")
     assert all(row.paper.replace("|", "\\|") in page for row in ROWS)
     assert "## Scale `cpu`" in page and "Rebuilt with another seed" in page and "seed1" in page
+    # only one row has a result in the rebuild: it is compared, every other row says it was not rebuilt
+    assert f"1 of {len(ROWS)} rows were rebuilt, 1 of them changed verdict" in page
+    assert "| F_mem (%), FM -> KTS a0 = b0 = 0.01 | reproduced in direction | below resolution | no |" in page
+    assert "| late-KPE AUROC for copies | not run | not rebuilt | not rebuilt |" in page
     assert set(VERDICTS) >= {e.verdict for e in entries}
 
 

@@ -71,16 +71,18 @@ def scoreboard_markdown(results_dir: str | Path) -> str:
                       "comparison; they do not decide a claim.", ""] + _table(robust, notes)
         reps = sorted({name for e in rows for name in e.replicates})
         if reps:
-            flipped = [e for e in rows if e.flipped]
+            rebuilt = [e for e in rows if e.replicates]
+            flipped = [e for e in rebuilt if e.flipped]
             lines += [f"### Rebuilt with another seed (`{scale}`)", "",
                       f"The book was rebuilt with new training seeds and new sampling noise ({', '.join(reps)}); "
-                      f"{len(flipped)} of {len(rows)} verdicts differ, and those read *not established* above.", "",
+                      f"{len(rebuilt)} of {len(rows)} rows were rebuilt, {len(flipped)} of them changed verdict, and "
+                      "those read *not established* above. Rows of chapters not rebuilt say so.", "",
                       "| metric | seed 0 | " + " | ".join(reps) + " | same |", "|---|---|" + "---|" * len(reps) + "---|"]
             for e in rows:
                 main = e.judgement.verdict if e.judgement is not None else e.verdict
+                same = "not rebuilt" if not e.replicates else ("no" if e.flipped else "yes")
                 lines.append("| " + " | ".join(_cell(x) for x in (
-                    e.row.metric, main, *(e.replicates.get(r, "-") for r in reps),
-                    "no" if e.flipped else "yes")) + " |")
+                    e.row.metric, main, *(e.replicates.get(r, "not rebuilt") for r in reps), same)) + " |")
             lines.append("")
     lines += ["## Notes on protocols", ""] + [f"{i}. {_cell(n)}" for i, n in enumerate(notes, 1)] + [""]
     return "\n".join(lines)
