@@ -11,13 +11,12 @@ alike; the ratios are the result, the absolute times depend on the machine.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable
 
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from bench_core import best_of  # the script folder is on sys.path
 from kpe_lib import TimeFirst, sample, time_grid
 
 
@@ -31,18 +30,6 @@ class MLP2D(nn.Module):
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # torchdiffeq order, 0-d t
         return self.net(torch.cat([x, t.expand(x.shape[0])[:, None]], 1))
-
-
-def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    best = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
