@@ -39,6 +39,14 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype")
 
 
+def _real(value: Any, name: str, allowed: str) -> numbers.Real:
+    """``value`` unwrapped (numpy scalar, 0-d tensor) as a real number; ValueError for a boolean or a non-real."""
+    real = _unwrap(value)
+    if _is_bool(real) or not isinstance(real, numbers.Real):
+        raise ValueError(f"{name} must be {allowed}, got {type(value).__name__} {_show(value)}")
+    return real
+
+
 def as_int(value: Any, name: str, *, minimum: int | None = None, or_none: bool = False) -> int | None:
     """``value`` as a Python int: ints, numpy integers, 0-d integer tensors, and integral floats are accepted
     (and None when ``or_none``).
@@ -50,10 +58,7 @@ def as_int(value: Any, name: str, *, minimum: int | None = None, or_none: bool =
     allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if or_none else "")
     if value is None and or_none:
         return None
-    raw = value
-    value = _unwrap(value)
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be {allowed}, got {type(raw).__name__} {_show(raw)}")
+    raw, value = value, _real(value, name, allowed)
     if not isinstance(value, numbers.Integral):
         if not (math.isfinite(value) and float(value).is_integer()):
             raise ValueError(f"{name} must be {allowed}, got {_show(raw)}")
@@ -78,10 +83,7 @@ def as_float(value: Any, name: str, *, minimum: float | None = None, maximum: fl
     allowed += " or None" if or_none else ""
     if value is None and or_none:
         return None
-    raw = value
-    value = _unwrap(value)
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be {allowed}, got {type(raw).__name__} {_show(raw)}")
+    raw, value = value, _real(value, name, allowed)
     try:
         value = float(value)
     except OverflowError:
