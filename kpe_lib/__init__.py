@@ -17,11 +17,11 @@ The package has four tiers, each importing only the ones before it:
 Importing ``kpe_lib`` changes no global state (no warning filters, no thread counts, no seeds).
 """
 from kpe_lib.adapters import ReversedTime, TimeFirst
-from kpe_lib.closed_form import EmpiricalVelocity
+from kpe_lib.closed_form import EmpiricalVelocity, SmoothedEmpiricalVelocity
 from kpe_lib.grids import time_grid
 from kpe_lib.sampling import NonFiniteError, SampleResult, sample
 from kpe_lib.shaping import KTS
 
-__all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity", "TimeFirst",
-           "ReversedTime"]
+__all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity",
+           "SmoothedEmpiricalVelocity", "TimeFirst", "ReversedTime"]
 __version__ = "0.1.0"
