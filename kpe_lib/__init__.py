@@ -5,9 +5,9 @@ numbers such as "Mathematics §2" refer to the book's page *The mathematics* (``
 
 The package has four tiers, each importing only the ones before it:
 
-1. the core, the modules at this level (grids, KTS gains and their time budget, solvers, the sampling loop and its path diagnostics,
-   the empirical closed form, the reference integrator, adapters, acceleration, the energy-aware landing): torch
-   and tqdm only (pandas for the optional DataFrame export);
+1. the core, the modules at this level (grids, KTS gains and their time budget, solvers, the sampling loop and
+   its path diagnostics, the empirical closed form and its smoothed version, the reference integrator, adapters,
+   acceleration, the energy-aware landing): torch and tqdm only (pandas for the optional DataFrame export);
 2. building blocks: :mod:`kpe_lib.data`, :mod:`kpe_lib.models`, :mod:`kpe_lib.training`,
    :mod:`kpe_lib.metrics`, :mod:`kpe_lib.plotting`, :mod:`kpe_lib.integrations` (torchcfm, diffusers);
 3. chapter studies: :mod:`kpe_lib.experiments` (one module per chapter that needs one; not public API);
