@@ -5,9 +5,9 @@ numbers such as "Mathematics §2" refer to the book's page *The mathematics* (``
 
 The package has four tiers, each importing only the ones before it:
 
-1. the core, the modules at this level (grids, KTS gains, solvers, the sampling loop and its path diagnostics,
-   the empirical closed form, the reference integrator, adapters, acceleration, the energy-aware landing): torch
-   and tqdm only (pandas for the optional DataFrame export);
+1. the core, the modules at this level (grids, KTS gains and their time budget, solvers, the sampling loop and
+   its path diagnostics, the empirical closed form and its smoothed version, the reference integrator, adapters,
+   acceleration, the energy-aware landing): torch and tqdm only (pandas for the optional DataFrame export);
 2. building blocks: :mod:`kpe_lib.data`, :mod:`kpe_lib.models`, :mod:`kpe_lib.training`,
    :mod:`kpe_lib.metrics`, :mod:`kpe_lib.plotting`, :mod:`kpe_lib.integrations` (torchcfm, diffusers);
 3. chapter studies: :mod:`kpe_lib.experiments` (one module per chapter that needs one; not public API);
@@ -17,11 +17,14 @@ The package has four tiers, each importing only the ones before it:
 Importing ``kpe_lib`` changes no global state (no warning filters, no thread counts, no seeds).
 """
 from kpe_lib.adapters import ReversedTime, TimeFirst
-from kpe_lib.closed_form import EmpiricalVelocity
+from kpe_lib.budget import (BudgetControls, ConstantGain, RenormalisedGain, budget_controls, budget_matched_constant,
+                            discrete_time_budget, time_budget)
+from kpe_lib.closed_form import EmpiricalVelocity, SmoothedEmpiricalVelocity
 from kpe_lib.grids import time_grid
 from kpe_lib.sampling import NonFiniteError, SampleResult, sample
 from kpe_lib.shaping import KTS
 
-__all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity", "TimeFirst",
-           "ReversedTime"]
+__all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity",
+           "SmoothedEmpiricalVelocity", "TimeFirst", "ReversedTime", "time_budget", "discrete_time_budget",
+           "ConstantGain", "RenormalisedGain", "BudgetControls", "budget_matched_constant", "budget_controls"]
 __version__ = "0.1.0"

@@ -361,9 +361,9 @@ def _fake_results():
                          index=pd.Index(["EFM (eta = 1)", "landing beta0=0.02"], name="configuration"))
     theory = pd.DataFrame({"t": [0.1, 0.1, 0.5], "threshold": [0.0, 0.99, 0.0], "slope": [1.9, 2.0, 2.0],
                            "R2": [0.8, 0.99, 0.9], "median max w": [0.4, 1.0, 0.9]})
-    det = {("mixture field", "late"): DetectorResult(0.9, 0.01, (0.85, 0.95), 5, 5),
-           ("mixture field", "kpe"): DetectorResult(0.7, 0.01, (0.6, 0.8), 5, 5),
-           ("EFM + landing", "gap"): DetectorResult(0.6, 0.01, (0.5, 0.7), 5, 5)}
+    det = {("mixture field", "late"): DetectorResult(0.9, 0.85, 0.95, 5, 5, 100, 0.01),
+           ("mixture field", "kpe"): DetectorResult(0.7, 0.6, 0.8, 5, 5, 100, 0.01),
+           ("EFM + landing", "gap"): DetectorResult(0.6, 0.5, 0.7, 5, 5, 100, 0.01)}
     return sweep, theory, det
 
 
@@ -414,7 +414,7 @@ def test_figures_draw(tiny):
     y = torch.tensor([True, False] * 4)
     res = tiny.paths.plain
     pops = [("mixture field", {"memorized": y, "late": res.kpe_late, "kpe": res.kpe})]
-    det = {("mixture field", "late"): DetectorResult(0.5, 0.1, (0.4, 0.6), 4, 4)}
+    det = {("mixture field", "late"): DetectorResult(0.5, 0.4, 0.6, 4, 4, 100, 0.1)}
     figs.append(study.detector_figure(res, y, det, pops, 0.6))
     atom = torch.zeros(1, 3, dtype=torch.float64)
     dens = study.energy_density_study(EmpiricalVelocity(atom), atom, [0.3], 10, (0.5, 1.5), (0.0, 0.99),
