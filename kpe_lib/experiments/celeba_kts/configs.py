@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
 from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
                              inception_features, memorization_fraction)
 from kpe_lib.metrics.device_stats import paired_fid_change_device
+from kpe_lib.metrics.paired import PairedChange
 from kpe_lib.sampling import sample
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
@@ -32,7 +33,7 @@ from kpe_lib.solvers import SOLVERS
 Velocity = Callable[..., torch.Tensor]
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
-           "paired_fid_change", "pareto_mask", "summary_row", "subset"]
+           "paired_fid_change", "PairedFidChanges", "pareto_mask", "summary_row", "subset"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,57 @@ def paired_fid_change(reference: FrechetReference, base: torch.Tensor | np.ndarr
         return reference.fid_projected(fb, gb) - reference.fid_projected(fa, ga)
 
     return bootstrap_ci(change, fa, ga, fb, gb, n_boot=n_boot, seed=seed, level=0.95)
+
+
+@dataclass
+class PairedFidChanges:
+    """Paired FID bootstraps ``FID(other) - FID(base)`` against one reference, each pair computed once.
+
+    The chapter needs the same pair more than once: a table's ``dfid`` column and the scoreboard test of the
+    same configuration (:func:`~kpe_lib.experiments.celeba_kts.tables.chapter_tests`), and the ablations'
+    reference table when the ablations use every sample (then they hold the main table's evaluations
+    themselves). At the paper scale one bootstrap costs minutes, so :meth:`change` keeps every result,
+    keyed by the identity of the two feature tensors (which it holds, so an identity is never reused).
+
+    Attributes:
+        reference: the reference Gaussian.
+        n_boot, seed: resamples and resampling seed (numpy's indices, the same on every device).
+        device: None: numpy on the CPU (:meth:`FrechetReference.paired_change`); else float64 torch there
+            (:func:`kpe_lib.metrics.device_stats.paired_fid_change_device`, the same resamples).
+        computed: bootstraps actually run (a pair asked for again is not counted).
+    """
+
+    reference: FrechetReference
+    n_boot: int = 200
+    seed: int = 0
+    device: str | None = None
+    computed: int = 0
+    _done: dict[tuple[int, int], tuple[Any, Any, PairedChange]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
+            raise ValueError(f"n_boot must be an integer >= 2, got {self.n_boot!r}")
+
+    def check(self, n_boot: int, seed: int) -> None:
+        """Raise ValueError unless this holds bootstraps of ``n_boot`` resamples with ``seed``."""
+        if (n_boot, seed) != (self.n_boot, self.seed):
+            raise ValueError(f"changes holds bootstraps with n_boot={self.n_boot}, seed={self.seed}; asked for "
+                             f"n_boot={n_boot}, seed={seed}")
+
+    def change(self, base: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray) -> PairedChange:
+        """The paired change from ``base`` (m, D) to ``other`` (m, D) features, rows from the same noise."""
+        key = (id(base), id(other))
+        done = self._done.get(key)
+        if done is not None and done[0] is base and done[1] is other:
+            return done[2]
+        if self.device is None:
+            result = self.reference.paired_change(base, other, n_boot=self.n_boot, seed=self.seed)
+        else:
+            result = paired_fid_change_device(self.reference, base, other, n_boot=self.n_boot, seed=self.seed,
+                                              device=self.device)
+        self.computed += 1
+        self._done[key] = (base, other, result)
+        return result
 
 
 def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int = 50,
