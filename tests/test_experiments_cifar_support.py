@@ -233,6 +233,26 @@ def test_encode_spaces_fits_each_space_on_the_training_images(tmp_path):
         cs.build_space("clip", data, settings)
 
 
+def test_the_autoencoder_spaces_train_on_the_chapters_device(tmp_path, monkeypatch):
+    train = _images(16, 0)
+    data = cs.CifarData(train=_image_data(train, "train"), test=_image_data(_images(4, 1), "test"),
+                        x_train=2 * train - 1, resolution=8, grayscale=True)
+    seen = []
+
+    class Recorder:
+        def __init__(self, images, **kwargs):
+            seen.append(kwargs)
+
+    from kpe_lib.experiments.cifar_support import setup
+
+    monkeypatch.setattr(setup, "AutoencoderFeatures", Recorder)
+    settings = cs.SpaceSettings(pca_components=5, ae_latent=2, ae_steps=1, clf_width=2, clf_steps=1, seed=0,
+                                cache=tmp_path, device="cuda:1")
+    cs.build_space("autoencoder", data, settings)
+    cs.build_space("vae", data, settings)
+    assert [(k["device"], k["variational"]) for k in seen] == [("cuda:1", False), ("cuda:1", True)]
+
+
 def _toy_study(seed=0, names=("a", "b")):
     rng = np.random.default_rng(seed)
     ref, query = rng.normal(size=(60, 3)), rng.normal(size=(24, 3)) * 1.5

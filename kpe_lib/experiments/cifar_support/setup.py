@@ -255,7 +255,8 @@ class SpaceSettings:
         ae_latent, ae_steps: latent size and training steps of the autoencoder and of the VAE.
         clf_width, clf_steps: classifier width W and training steps.
         seed: seeds the autoencoders and the classifier.
-        device: torch device of the Inception network and of the classifier's training.
+        device: torch device of the networks: the autoencoder's and the VAE's training and encoding, the
+            classifier's training, the Inception network (the cache keys do not depend on it).
         cache: the chapter's cache folder (``autoencoders/``, ``classifiers/``).
         progress: tqdm bars of the training loops; bar: the tqdm switch of the encoders.
     """
@@ -295,7 +296,7 @@ def build_space(name: str, data: CifarData, settings: SpaceSettings) -> FeatureS
         return PCAFeatures(train_unit, n_components=min(s.pca_components, n_train, c * h * w))
     if name in ("autoencoder", "vae"):
         return AutoencoderFeatures(train_unit, latent_dim=s.ae_latent, variational=name == "vae", steps=s.ae_steps,
-                                   seed=s.seed, cache=s.cache / "autoencoders", progress=s.bar)
+                                   seed=s.seed, cache=s.cache / "autoencoders", progress=s.bar, device=s.device)
     if name == "hog":
         cell = max(2, data.resolution // 4)
         return HOGFeatures(pixels_per_cell=(cell, cell), cells_per_block=(2, 2), progress=s.bar)
