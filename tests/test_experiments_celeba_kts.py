@@ -564,3 +564,38 @@ def test_each_paired_fid_bootstrap_runs_once_for_the_tables_and_the_tests(monkey
                             n_boot=40, seed=2, changes=changes)
     with pytest.raises(ValueError, match="n_boot must be an integer >= 2"):
         study.PairedFidChanges(ref, n_boot=1)
+
+
+def test_configurations_do_not_depend_on_the_sample_batch():
+    # celeba_sample_batch = B and B / 3 on the same noise, with a real (tiny) network: plain FM, a KTS gain and
+    # both energy-aware landings give the same samples, energies and switches up to float rounding
+    from kpe_lib.models import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4).eval()
+    with torch.no_grad():  # the output layers start at zero (v = 0); move every weight so the field is not trivial
+        for p in unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(3)
+    x0, train = torch.randn(6, 1, 8, 8, generator=g), torch.randn(5, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        fm = run_config(unet, x0, SamplerSpec("FM", nfe=10), train, n_boot=20)
+        threshold = late_power_threshold(fm, 0.5)
+        specs = [SamplerSpec("FM", nfe=10), SamplerSpec("kts", KTS(0.02, 0.02), nfe=10, solver="midpoint"),
+                 SamplerSpec("ea", KTS(beta0=0.05), threshold=threshold, nfe=10),
+                 SamplerSpec("ea-once", KTS(beta0=0.05), threshold=late_power_threshold(fm, 0.5, until=0.8),
+                             decide_at=0.8, nfe=10)]
+        for spec in specs:
+            whole = run_config(unet, x0, spec, train, n_boot=20, batch_size=6)
+            thirds = run_config(unet, x0, spec, train, n_boot=20, batch_size=2)
+            torch.testing.assert_close(thirds.samples, whole.samples, rtol=1e-5, atol=1e-6)
+            for name in ("kpe", "kpe_early", "kpe_late"):
+                torch.testing.assert_close(getattr(thirds, name), getattr(whole, name), rtol=1e-6, atol=0)
+            torch.testing.assert_close(thirds.energy_raw, whole.energy_raw, rtol=1e-5, atol=1e-8)
+            assert thirds.energy.shape == whole.energy.shape == (spec.n_steps, 6) and thirds.nfe == whole.nfe
+            assert torch.equal(thirds.memorization.memorized, whole.memorization.memorized)
+            if spec.is_energy_aware:
+                assert torch.equal(thirds.damped, whole.damped) and thirds.damped.shape == (6,)
+        assert 0 < int(whole.damped.sum()) < 6  # the last rule damps some paths, not all
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        run_config(unet, x0, specs[0], train, batch_size=0)

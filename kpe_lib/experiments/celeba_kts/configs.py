@@ -21,12 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from kpe_lib.distributed import concat_results, sample_sharded
 from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
 from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
                              inception_features, memorization_fraction)
 from kpe_lib.metrics.device_stats import paired_fid_change_device
 from kpe_lib.metrics.paired import PairedChange
-from kpe_lib.sampling import sample
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
 
@@ -143,7 +143,7 @@ class ConfigEval:
 
 
 def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: torch.Tensor, *,
-               n_boot: int = 1000, seed: int = 0, **model_kwargs: Any) -> ConfigEval:
+               n_boot: int = 1000, seed: int = 0, batch_size: int | None = None, **model_kwargs: Any) -> ConfigEval:
     """Sample ``x0`` with one configuration and measure F_mem and KPE.
 
     Args:
@@ -153,22 +153,29 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
         train: the training set in the model's space (n, C, H, W), for F_mem (Mathematics §5, d1/d2 < 1/3).
         n_boot: bootstrap resamples of F_mem.
         seed: bootstrap seed.
-        **model_kwargs: passed to the velocity.
+        batch_size: samples per forward pass (``celeba_sample_batch``; None: all B at once). Every path, and
+            the energy-aware switch of every path, depends on its own noise only, so the result does not
+            depend on it beyond float rounding.
+        **model_kwargs: passed to the velocity, the same for every batch.
 
     Returns:
         ConfigEval.
     """
     if not isinstance(spec, SamplerSpec):
         raise ValueError(f"spec must be a SamplerSpec, got {type(spec).__name__}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     start = time.perf_counter()
     kwargs = dict(n_steps=spec.n_steps, grid_kind=spec.grid_kind, solver=spec.solver, **model_kwargs)
     damped = None
-    if spec.is_energy_aware:
-        out = sample_energy_aware(velocity, x0, spec.landing_rule, **kwargs)
-        res, damped = out.result, out.damped
+    if spec.is_energy_aware:  # a fresh monitor per batch: the switch of a path reads that path alone
+        step = batch_size or x0.shape[0]
+        outs = [sample_energy_aware(velocity, x0[s:s + step], spec.landing_rule, **kwargs)
+                for s in range(0, x0.shape[0], step)]
+        res, damped = concat_results([o.result for o in outs]), torch.cat([o.damped for o in outs])
     else:
-        res = sample(velocity, x0, gain=None if spec.kts.is_identity else spec.kts, tau_split=spec.tau_split,
-                     **kwargs)
+        res = sample_sharded(velocity, x0, batch_size=batch_size, gain=None if spec.kts.is_identity else spec.kts,
+                             tau_split=spec.tau_split, **kwargs)
     mem = memorization_fraction(res.x.detach().cpu(), train.detach().cpu(), n_boot=n_boot, seed=seed)
     return ConfigEval(spec=spec, samples=res.x.detach().cpu(), memorization=mem, kpe=res.kpe.cpu(),
                       kpe_early=res.kpe_early.cpu(), kpe_late=res.kpe_late.cpu(), energy=res.energy.cpu(),
