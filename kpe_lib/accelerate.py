@@ -24,7 +24,8 @@ def accelerate(velocity: Velocity, *, bf16: bool = False, compile: bool = False,
         compile_mode: passed to ``torch.compile(mode=...)``.
 
     Returns:
-        A velocity with the same signature; with both flags off, ``velocity`` itself.
+        A velocity with the same signature; with both flags off, ``velocity`` itself. The wrapper keeps
+        ``velocity``'s ``num_classes`` (read by :class:`kpe_lib.models.GuidedVelocity` for its null class).
 
     Example:
         >>> fast = accelerate(model, bf16=True)          # doctest: +SKIP
@@ -45,4 +46,6 @@ def accelerate(velocity: Velocity, *, bf16: bool = False, compile: bool = False,
         return out.to(x.dtype)
 
     wrapped.__wrapped__ = velocity  # type: ignore[attr-defined]
+    if hasattr(velocity, "num_classes"):  # a class-conditional model stays one for guidance
+        wrapped.num_classes = velocity.num_classes  # type: ignore[attr-defined]
     return wrapped

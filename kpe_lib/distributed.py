@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ import torch.distributed as dist
 from kpe_lib.sampling import SampleResult, sample
 
 __all__ = ["DistInfo", "dist_info", "init_distributed", "shard_range", "gather_rows", "barrier", "map_sharded",
-           "sample_sharded"]
+           "sample_sharded", "concat_results"]
 
 #: fields of SampleResult that hold one entry per sample along dim 0 (``energy`` holds samples along dim 1)
 _ROW_FIELDS = ("x", "kpe", "kpe_raw", "kpe_early", "kpe_late")
@@ -202,21 +202,41 @@ def sample_sharded(velocity: Callable[..., torch.Tensor], x0: torch.Tensor, *, b
     if not parts:  # fewer rows than ranks: run one row to learn the shapes, contribute none
         probe = sample(velocity, x0[:1].to(run_on), **kwargs)
         parts = [_sliced(probe, 0)]
-    first = parts[0]
+    local = concat_results(parts)
+    if info.world_size == 1:
+        return _moved(local, x0.device)
     where = _collective_device(run_on)
-    out: dict[str, Any] = {}
     for name in _ROW_FIELDS:
-        if getattr(first, name) is None:
-            out[name] = None
-            continue
-        local = torch.cat([getattr(p, name) for p in parts])
-        out[name] = gather_rows(local.to(where)).to(x0.device)
+        if getattr(local, name) is not None:
+            setattr(local, name, gather_rows(getattr(local, name).to(where)).to(x0.device))
     for name in _COLUMN_FIELDS:
-        if getattr(first, name) is None:
-            out[name] = None
-            continue
-        local = torch.cat([getattr(p, name) for p in parts], dim=1).T.contiguous()
-        out[name] = gather_rows(local.to(where)).T.contiguous().to(x0.device)
+        if getattr(local, name) is not None:
+            rows = getattr(local, name).T.contiguous().to(where)
+            setattr(local, name, gather_rows(rows).T.contiguous().to(x0.device))
+    return local
+
+
+def concat_results(parts: Sequence[SampleResult]) -> SampleResult:
+    """Consecutive batches of one sampling run as one result, rows in the order of ``parts``.
+
+    The per-sample fields (``x`` (B_i, ...), ``kpe``, ``kpe_raw``, ``kpe_early``, ``kpe_late`` (B_i,)) are
+    concatenated along dim 0 and the per-step energies (N, B_i) along dim 1; ``nfe``, ``grid``, the solver and
+    the energy settings are the first batch's (the batches of one run share them). Trajectories and path
+    diagnostics are not joined (None): record them on one batch.
+
+    Raises:
+        ValueError: no batch, or batches on different grids.
+    """
+    if not parts:
+        raise ValueError("parts must hold at least one SampleResult")
+    first = parts[0]
+    if any(p.grid.shape != first.grid.shape or not torch.equal(p.grid.cpu(), first.grid.cpu()) for p in parts[1:]):
+        raise ValueError("parts must come from one sampling run: their time grids differ")
+    out: dict[str, Any] = {}
+    for names, dim in ((_ROW_FIELDS, 0), (_COLUMN_FIELDS, 1)):
+        for name in names:
+            out[name] = (None if getattr(first, name) is None
+                         else torch.cat([getattr(p, name) for p in parts], dim=dim))
     return SampleResult(**out, nfe=first.nfe, grid=first.grid, trajectory=None, solver=first.solver,
                         energy_rule=first.energy_rule, tau_split=first.tau_split, energy_norm=first.energy_norm)
 

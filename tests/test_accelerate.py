@@ -37,6 +37,26 @@ def test_bf16_matches_fp32_within_tolerance():
     assert not torch.equal(fast.x, ref.x)  # it really ran in reduced precision
 
 
+def test_a_class_conditional_model_stays_one_for_guidance():
+    from kpe_lib.models import GuidedVelocity, UNet
+    from kpe_lib.models.guidance import sample_guided
+
+    torch.manual_seed(0)
+    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4,
+                num_classes=3).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fast = accelerate(unet, bf16=True)
+    assert fast.num_classes == 3 and not hasattr(accelerate(Field(), bf16=True), "num_classes")
+    x0, y = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        ref = sample_guided(unet, x0, y, scale=2.0, n_steps=4, guide=GuidedVelocity)
+        got = sample_guided(fast, x0, y, scale=2.0, n_steps=4, guide=GuidedVelocity)
+    assert got.model_evals == ref.model_evals == 8  # CFG: conditional and null class per step
+    assert torch.allclose(got.x, ref.x, atol=5e-2, rtol=5e-2) and not torch.equal(got.x, ref.x)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C compiler")
 def test_compile_matches_eager():

@@ -365,7 +365,8 @@ def test_summary_table_adds_paired_fid_changes_where_features_exist(setting, ben
     fids.add_all(evals, ["FM", "land"])
     df = study.summary_table(["FM", "land"], evals, fids.reference, n_boot=30)
     d = paired_fid_change(fids.reference, evals["FM"].features, evals["land"].features, n_boot=30)
-    assert df.loc["land", "dfid"] == d.value and df.loc["land", "dfid_ci_lo"] == d.ci[0]
+    assert df.loc["land", "dfid"] == pytest.approx(d.value, rel=1e-12, abs=1e-12)
+    assert df.loc["land", "dfid_ci_lo"] == pytest.approx(d.ci[0], rel=1e-12, abs=1e-12)
     assert df.loc["land", "dfmem_pct"] == bare.loc["land", "dfmem_pct"]
     shown = study.select_columns(df, ["fid", "missing", "fmem_pct"])
     assert list(shown.columns) == ["fid", "fmem_pct"] and shown.loc["land", "fid"] == round(df.loc["land", "fid"], 2)
@@ -512,3 +513,89 @@ def test_chapter_tests_back_every_scoreboard_row():
     judged = dict(zip([r.metric for r in rows], judge_rows(rows, {"04_celeba_kts": (metrics, {})})))
     untested = [m for m, j in judged.items() if j.verdict in ("untested", "not run")]
     assert untested == ["FID, tau_split = 0.4 -> 0.6", "FID, tau_split = 0.8 -> 0.6"]  # no value / no test
+
+
+def test_each_paired_fid_bootstrap_runs_once_for_the_tables_and_the_tests(monkeypatch):
+    from kpe_lib.book.verdicts import evidence
+
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(12, 6, generator=g, dtype=torch.float64)
+    ref = FrechetReference.from_stats(feature_statistics(real))
+    flags = {"FM": [1, 1, 0, 1, 0, 1, 1, 0], "balanced": [0, 1, 0, 0, 0, 1, 0, 0],
+             "launch only": [1, 0, 0, 1, 0, 1, 1, 0], "landing only": [0, 0, 0, 0, 0, 1, 0, 0]}
+    evals = {n: SimpleNamespace(memorization=memorization_fraction(torch.randn(8, 1, 2, 2, generator=g),
+                                                                    torch.randn(5, 1, 2, 2, generator=g), n_boot=10),
+                                features=torch.randn(8, 6, generator=g, dtype=torch.float64) + 0.3 * i)
+             for i, n in enumerate(flags)}
+    for n, f in flags.items():  # summary_row needs the full record; the flags decide the paired F_mem change
+        evals[n].memorization.memorized[:] = torch.tensor(f, dtype=torch.bool)
+        evals[n].spec, evals[n].damped = SamplerSpec(n, nfe=10), None
+        evals[n].kpe = evals[n].kpe_early = evals[n].kpe_late = torch.ones(8)
+        evals[n].fid, evals[n].samples = 1.0, torch.zeros(8, 1, 2, 2)
+    calls = []
+    real_change = FrechetReference.paired_change
+
+    def counted(self, base, other, **kw):
+        calls.append((id(base), id(other)))
+        return real_change(self, base, other, **kw)
+
+    monkeypatch.setattr(FrechetReference, "paired_change", counted)
+    main = ["balanced", "launch only", "landing only"]
+    fresh_table = study.summary_table(["FM", *main], evals, ref, n_boot=40, seed=2)
+    fresh = study.chapter_tests(evals, evals, ref, real, main_names=main, taus=[0.6], tau_names=["balanced"],
+                                evidence=evidence, n_boot=40, seed=2)
+    assert len(calls) == 6  # without a shared record: the table and the tests both run every pair
+    calls.clear()
+    changes = study.PairedFidChanges(ref, n_boot=40, seed=2)
+    shared_table = study.summary_table(["FM", *main], evals, ref, n_boot=40, seed=2, changes=changes)
+    again = study.summary_table(["FM", *main], evals, ref, n_boot=40, seed=2, changes=changes)  # e.g. N_ABL == B
+    shared = study.chapter_tests(evals, evals, ref, real, main_names=main, taus=[0.6], tau_names=["balanced"],
+                                 evidence=evidence, n_boot=40, seed=2, changes=changes)
+    assert len(calls) == 3 and changes.computed == 3  # one bootstrap per (FM, configuration) pair
+    pd.testing.assert_frame_equal(shared_table, fresh_table)
+    pd.testing.assert_frame_equal(again, fresh_table)
+    assert shared["fid"] == fresh["fid"]
+    for n in main:  # the table's interval and the test's are one bootstrap
+        assert shared["fid"][n]["ci95"] == [shared_table.loc[n, "dfid_ci_lo"], shared_table.loc[n, "dfid_ci_hi"]]
+    with pytest.raises(ValueError, match="n_boot=40, seed=2; asked for n_boot=50"):
+        study.summary_table(["FM", *main], evals, ref, n_boot=50, seed=2, changes=changes)
+    with pytest.raises(ValueError, match="another FID reference"):
+        study.summary_table(["FM", *main], evals, FrechetReference.from_stats(feature_statistics(real[:10])),
+                            n_boot=40, seed=2, changes=changes)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 2"):
+        study.PairedFidChanges(ref, n_boot=1)
+
+
+def test_configurations_do_not_depend_on_the_sample_batch():
+    # celeba_sample_batch = B and B / 3 on the same noise, with a real (tiny) network: plain FM, a KTS gain and
+    # both energy-aware landings give the same samples, energies and switches up to float rounding
+    from kpe_lib.models import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4).eval()
+    with torch.no_grad():  # the output layers start at zero (v = 0); move every weight so the field is not trivial
+        for p in unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(3)
+    x0, train = torch.randn(6, 1, 8, 8, generator=g), torch.randn(5, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        fm = run_config(unet, x0, SamplerSpec("FM", nfe=10), train, n_boot=20)
+        threshold = late_power_threshold(fm, 0.5)
+        specs = [SamplerSpec("FM", nfe=10), SamplerSpec("kts", KTS(0.02, 0.02), nfe=10, solver="midpoint"),
+                 SamplerSpec("ea", KTS(beta0=0.05), threshold=threshold, nfe=10),
+                 SamplerSpec("ea-once", KTS(beta0=0.05), threshold=late_power_threshold(fm, 0.5, until=0.8),
+                             decide_at=0.8, nfe=10)]
+        for spec in specs:
+            whole = run_config(unet, x0, spec, train, n_boot=20, batch_size=6)
+            thirds = run_config(unet, x0, spec, train, n_boot=20, batch_size=2)
+            torch.testing.assert_close(thirds.samples, whole.samples, rtol=1e-5, atol=1e-6)
+            for name in ("kpe", "kpe_early", "kpe_late"):
+                torch.testing.assert_close(getattr(thirds, name), getattr(whole, name), rtol=1e-6, atol=0)
+            torch.testing.assert_close(thirds.energy_raw, whole.energy_raw, rtol=1e-5, atol=1e-8)
+            assert thirds.energy.shape == whole.energy.shape == (spec.n_steps, 6) and thirds.nfe == whole.nfe
+            assert torch.equal(thirds.memorization.memorized, whole.memorization.memorized)
+            if spec.is_energy_aware:
+                assert torch.equal(thirds.damped, whole.damped) and thirds.damped.shape == (6,)
+        assert 0 < int(whole.damped.sum()) < 6  # the last rule damps some paths, not all
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        run_config(unet, x0, specs[0], train, batch_size=0)

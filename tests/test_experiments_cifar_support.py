@@ -206,6 +206,47 @@ def test_sample_main_on_a_constant_velocity_is_straight():
     assert torch.equal(main.samples_unit, cs.to_unit(main.x1))
 
 
+def _tiny_unet():
+    from kpe_lib.models import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4).eval()
+    with torch.no_grad():  # the output layers start at zero (v = 0); move every weight so the field is not trivial
+        for p in unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return unet
+
+
+def test_main_samples_do_not_depend_on_the_sample_batch():
+    # cifar_sample_batch = n and n / 3 on the same noise: the same samples and KPE up to float rounding
+    unet, n = _tiny_unet(), 6
+    with torch.no_grad():
+        whole = cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2, batch_size=n)
+        thirds = cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2, batch_size=n // 3)
+        default = cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2)
+    assert torch.equal(whole.x0, thirds.x0)
+    assert torch.equal(default.x1, whole.x1) and torch.equal(default.kpe, whole.kpe)  # batch >= n: one pass
+    torch.testing.assert_close(thirds.x1, whole.x1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(thirds.kpe, whole.kpe, rtol=1e-6, atol=0)
+    torch.testing.assert_close(thirds.res.kpe_late, whole.res.kpe_late, rtol=1e-6, atol=0)
+    torch.testing.assert_close(thirds.res.energy, whole.res.energy, rtol=1e-5, atol=1e-8)
+    assert thirds.res.energy.shape == (5, n) and thirds.res.nfe == whole.res.nfe == 5
+    assert float((whole.x1 - whole.x0).abs().max()) > 0.1 and float(whole.kpe.min()) > 0  # a field that moves
+    from kpe_lib.metrics import PixelFeatures
+
+    ref = torch.rand(12, 64, generator=torch.Generator().manual_seed(3))
+    feats = cs.FeatureSet(spaces={"pixels": PixelFeatures()},
+                          features={"pixels": SpaceFeatures("pixels", whole.samples_unit.flatten(1), ref)},
+                          table=pd.DataFrame(), n_inception_ref=0)
+    kw = dict(nfes=[3, 5], n_samples=n, spaces=["pixels"], knn_k=2, bandwidth_rule="knn_median", n_boot=20, seed=0)
+    with torch.no_grad():
+        a = cs.nfe_robustness(unet, whole, feats, batch_size=n, **kw)
+        b = cs.nfe_robustness(unet, whole, feats, batch_size=n // 3, **kw)
+    torch.testing.assert_close(b.kpe[3], a.kpe[3], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2, batch_size=0)
+
+
 def test_inception_reference_is_a_seeded_subset():
     idx = cs.inception_reference(50, 12, seed=1)
     assert idx.shape == (12,) and len(set(idx.tolist())) == 12 and int(idx.max()) < 50
@@ -231,6 +272,26 @@ def test_encode_spaces_fits_each_space_on_the_training_images(tmp_path):
     assert feats.n_inception_ref == 3 and feats.classifier_accuracy is None and feats.summary() == ""
     with pytest.raises(ValueError, match="unknown feature space"):
         cs.build_space("clip", data, settings)
+
+
+def test_the_autoencoder_spaces_train_on_the_chapters_device(tmp_path, monkeypatch):
+    train = _images(16, 0)
+    data = cs.CifarData(train=_image_data(train, "train"), test=_image_data(_images(4, 1), "test"),
+                        x_train=2 * train - 1, resolution=8, grayscale=True)
+    seen = []
+
+    class Recorder:
+        def __init__(self, images, **kwargs):
+            seen.append(kwargs)
+
+    from kpe_lib.experiments.cifar_support import setup
+
+    monkeypatch.setattr(setup, "AutoencoderFeatures", Recorder)
+    settings = cs.SpaceSettings(pca_components=5, ae_latent=2, ae_steps=1, clf_width=2, clf_steps=1, seed=0,
+                                cache=tmp_path, device="cuda:1")
+    cs.build_space("autoencoder", data, settings)
+    cs.build_space("vae", data, settings)
+    assert [(k["device"], k["variational"]) for k in seen] == [("cuda:1", False), ("cuda:1", True)]
 
 
 def _toy_study(seed=0, names=("a", "b")):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kpe_lib import KTS, sample
-from kpe_lib.distributed import dist_info, map_sharded, sample_sharded, shard_range
+from kpe_lib.distributed import concat_results, dist_info, map_sharded, sample_sharded, shard_range
 from kpe_lib.metrics import kid_with_ci, paired_kid_change
 from kpe_lib.metrics.device_stats import (feature_statistics_device, paired_fid_change_device, resample_indices,
                                           stats_device)
@@ -151,6 +151,21 @@ def test_batched_sampling_equals_one_batch_and_one_process_is_a_no_op():
     assert torch.equal(doubled, 2 * x0)
     assert dist_info().world_size == 1
     assert [shard_range(7, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 7)]
+
+
+def test_concat_results_joins_batches_of_one_run_in_order():
+    model = tiny_mlp().eval()
+    x0 = torch.randn(7, 2, generator=torch.Generator().manual_seed(5))
+    kw = dict(n_steps=6, gain=KTS(alpha0=0.05, beta0=0.02), tau_split=0.5)
+    parts = [sample(model, x0[s:s + 3], **kw) for s in (0, 3, 6)]
+    joined = concat_results(parts)
+    assert torch.equal(joined.x, torch.cat([p.x for p in parts])) and joined.x.shape == (7, 2)
+    assert torch.equal(joined.energy_raw, torch.cat([p.energy_raw for p in parts], dim=1))
+    assert joined.energy.shape == (6, 7) and joined.tau_split == 0.5 and joined.nfe == parts[0].nfe
+    with pytest.raises(ValueError, match="at least one"):
+        concat_results([])
+    with pytest.raises(ValueError, match="time grids differ"):
+        concat_results([parts[0], sample(model, x0[:2], n_steps=5)])
 
 
 # ------------------------------------------------------------------------------ the fused closed form

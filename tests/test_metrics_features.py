@@ -100,6 +100,33 @@ def test_same_seed_same_autoencoder_without_cache_and_global_rng_untouched():
     assert not torch.equal(a(train), c(train))
 
 
+def test_autoencoder_follows_its_device_with_the_same_batches_and_cache_entry(tmp_path, monkeypatch):
+    train = images(32, 1, 8, seed=7)
+    kw = dict(latent_dim=4, steps=4, batch_size=8, width=4, variational=True)
+    ref = AutoencoderFeatures(train, cache=False, **kw)
+    moved = []
+    real_to = nn.Module.to
+
+    def to(self, *args, **kwargs):  # record where the network is sent
+        moved.append(torch.device(args[0]) if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "to", to)
+    ae = AutoencoderFeatures(train, cache=tmp_path, device=torch.device("cpu"), **kw)
+    assert moved == [torch.device("cpu")] and ae.device == torch.device("cpu")
+    np.testing.assert_array_equal(ae.losses, ref.losses)  # same minibatches and VAE noise, drawn on the CPU
+    torch.testing.assert_close(ae(train), ref(train), rtol=0, atol=0)
+    assert ae(train).device.type == "cpu"
+    again = AutoencoderFeatures(train, cache=tmp_path, device="cpu", **kw)  # the device is not in the cache key
+    assert again.from_cache and len(list(tmp_path.iterdir())) == 1
+    blob = torch.load(next(tmp_path.iterdir()), weights_only=True)
+    assert all(v.device.type == "cpu" for v in blob["state_dict"].values())
+    if torch.cuda.is_available():
+        gpu = AutoencoderFeatures(train, cache=False, device="cuda", **kw)
+        assert next(gpu.net.parameters()).is_cuda and gpu(train).device.type == "cpu"
+        np.testing.assert_allclose(gpu.losses, ref.losses, rtol=1e-3)
+
+
 class TinyClassifier(nn.Module):
     def __init__(self):
         super().__init__()

@@ -171,15 +171,20 @@ class AutoencoderFeatures(FeatureSpace):
         steps, batch_size, lr, width, kl_weight, seed: training configuration.
         cache: cache folder control (above).
         progress: tqdm bar during training (None: auto).
+        device: torch device of training and encoding (the minibatch indices and the VAE noise are drawn on
+            the CPU, so a run on another device sees the same batches; not part of the cache key).
 
     Attributes:
         losses: training loss per step (numpy), also restored from the cache.
+        device: where the network lives; features are returned on the CPU.
     """
 
     def __init__(self, train: torch.Tensor, latent_dim: int = 32, variational: bool = False, steps: int = 400,
                  batch_size: int = 128, lr: float = 1e-3, width: int = 32, kl_weight: float = 0.01, seed: int = 0,
-                 cache: str | os.PathLike | bool | None = None, progress: bool | None = None) -> None:
+                 cache: str | os.PathLike | bool | None = None, progress: bool | None = None,
+                 device: str | torch.device = "cpu") -> None:
         x = check_images(train, "train", channels=None).float()
+        self.device = torch.device(device)
         n, c, h, w = x.shape
         if h % 8 or w % 8:
             raise ValueError(f"train images need H and W divisible by 8, got {h} x {w}")
@@ -201,6 +206,7 @@ class AutoencoderFeatures(FeatureSpace):
             key = json.dumps(self.config, sort_keys=True) + "|" + tensor_fingerprint(x)
             path = folder / f"{self.name}_{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
         self.from_cache = path is not None and path.is_file()
+        self.net.to(self.device)
         if self.from_cache:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             self.net.load_state_dict(blob["state_dict"])
@@ -214,18 +220,19 @@ class AutoencoderFeatures(FeatureSpace):
     def _train(self, x: torch.Tensor, progress: bool | None) -> np.ndarray:
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg["seed"])  # minibatches and VAE noise
-        z = (x - self.mean) / self.std
+        z = ((x - self.mean) / self.std).to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg["lr"])
         losses = np.empty(cfg["steps"])
         self.net.train()
         for step in tqdm(range(cfg["steps"]), desc=f"train {self.name}", disable=progress_disabled(progress)):
-            batch = z[torch.randint(0, z.shape[0], (min(cfg["batch_size"], z.shape[0]),), generator=gen)]
+            idx = torch.randint(0, z.shape[0], (min(cfg["batch_size"], z.shape[0]),), generator=gen)
+            batch = z[idx.to(self.device)]
             mu, logvar = self.net.encode(batch)
             if logvar is not None:
-                latent = mu + torch.randn(mu.shape, generator=gen) * (0.5 * logvar).exp()
+                latent = mu + torch.randn(mu.shape, generator=gen).to(self.device) * (0.5 * logvar).exp()
                 kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean() / batch[0].numel()
             else:
-                latent, kl = mu, torch.zeros(())
+                latent, kl = mu, torch.zeros((), device=self.device)
             loss = (self.net.decoder(latent) - batch).pow(2).mean() + cfg["kl_weight"] * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,7 +242,8 @@ class AutoencoderFeatures(FeatureSpace):
 
     def _save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
-            torch.save({"state_dict": self.net.state_dict(), "losses": torch.from_numpy(self.losses),
+            torch.save({"state_dict": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                        "losses": torch.from_numpy(self.losses),
                         "config": json.dumps(self.config)}, tmp)
 
     def __call__(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -244,7 +252,7 @@ class AutoencoderFeatures(FeatureSpace):
             raise ValueError(f"images must have item shape {tuple(self.config['item_shape'])}, "
                              f"got {tuple(x.shape[1:])}")
         with torch.no_grad():
-            return torch.cat([self.net.encode((x[s:s + batch_size] - self.mean) / self.std)[0]
+            return torch.cat([self.net.encode(((x[s:s + batch_size] - self.mean) / self.std).to(self.device))[0].cpu()
                               for s in range(0, x.shape[0], batch_size)])
 
 

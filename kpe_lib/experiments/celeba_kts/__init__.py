@@ -18,16 +18,16 @@ Example:
     >>> ev = run_config(model, x0, spec, train)                     # doctest: +SKIP
     >>> ev.memorization.value, ev.kpe.mean()                         # doctest: +SKIP
 """
-from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, SamplerSpec, fid_of_images, paired_fid_change,
-                                                    paired_fmem_change, pareto_mask, run_config, subset,
-                                                    summary_row, to_unit_range)
+from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, PairedFidChanges, SamplerSpec, fid_of_images,
+                                                    paired_fid_change, paired_fmem_change, pareto_mask, run_config,
+                                                    subset, summary_row, to_unit_range)
 from kpe_lib.experiments.celeba_kts.figures import (energy_split_figure, fmem_over_training_figure, forms_figure,
                                                     gains_figure, late_power_figure, neighbors_figure, plane_figure,
                                                     solver_figure, training_images_figure)
-from kpe_lib.experiments.celeba_kts.runs import (EnergyAwareRuns, EnergySplit, SolverGrid, energy_split,
-                                                 fmem_over_training, form_specs, main_specs, run_configs,
-                                                 run_energy_aware, run_solver_grid, sampling_velocity, tau_specs,
-                                                 train_checkpoints, unet_config)
+from kpe_lib.experiments.celeba_kts.runs import (EnergyAwareRuns, EnergySplit, SolverGrid, checkpoint_configs,
+                                                 energy_split, fmem_over_training, form_specs, main_specs,
+                                                 run_configs, run_energy_aware, run_solver_grid, sampling_velocity,
+                                                 tau_specs, train_checkpoints, unet_config)
 from kpe_lib.experiments.celeba_kts.tables import (EA_COLUMNS, FORM_COLUMNS, MAIN_COLUMNS, SUBSET_COLUMNS,
                                                    TAU_COLUMNS, FidBench, chapter_metrics, chapter_protocol,
                                                    chapter_tests, config_metrics, damping_rows, kid_metrics,
@@ -36,10 +36,10 @@ from kpe_lib.experiments.celeba_kts.tables import (EA_COLUMNS, FORM_COLUMNS, MAI
 from kpe_lib.shaping import KTS
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
-           "paired_fid_change", "pareto_mask", "summary_row", "subset",
-           "unet_config", "train_checkpoints", "sampling_velocity", "fmem_over_training", "main_specs", "tau_specs",
-           "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns", "run_energy_aware",
-           "EnergySplit", "energy_split",
+           "paired_fid_change", "PairedFidChanges", "pareto_mask", "summary_row", "subset",
+           "unet_config", "checkpoint_configs", "train_checkpoints", "sampling_velocity", "fmem_over_training",
+           "main_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
+           "run_energy_aware", "EnergySplit", "energy_split",
            "FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
            "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests",

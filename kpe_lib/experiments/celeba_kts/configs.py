@@ -15,24 +15,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from kpe_lib.distributed import concat_results, sample_sharded
 from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
 from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
                              inception_features, memorization_fraction)
 from kpe_lib.metrics.device_stats import paired_fid_change_device
-from kpe_lib.sampling import sample
+from kpe_lib.metrics.paired import PairedChange
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
 
 Velocity = Callable[..., torch.Tensor]
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
-           "paired_fid_change", "pareto_mask", "summary_row", "subset"]
+           "paired_fid_change", "PairedFidChanges", "pareto_mask", "summary_row", "subset"]
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class ConfigEval:
 
 
 def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: torch.Tensor, *,
-               n_boot: int = 1000, seed: int = 0, **model_kwargs: Any) -> ConfigEval:
+               n_boot: int = 1000, seed: int = 0, batch_size: int | None = None, **model_kwargs: Any) -> ConfigEval:
     """Sample ``x0`` with one configuration and measure F_mem and KPE.
 
     Args:
@@ -152,22 +153,29 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
         train: the training set in the model's space (n, C, H, W), for F_mem (Mathematics §5, d1/d2 < 1/3).
         n_boot: bootstrap resamples of F_mem.
         seed: bootstrap seed.
-        **model_kwargs: passed to the velocity.
+        batch_size: samples per forward pass (``celeba_sample_batch``; None: all B at once). Every path, and
+            the energy-aware switch of every path, depends on its own noise only, so the result does not
+            depend on it beyond float rounding.
+        **model_kwargs: passed to the velocity, the same for every batch.
 
     Returns:
         ConfigEval.
     """
     if not isinstance(spec, SamplerSpec):
         raise ValueError(f"spec must be a SamplerSpec, got {type(spec).__name__}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     start = time.perf_counter()
     kwargs = dict(n_steps=spec.n_steps, grid_kind=spec.grid_kind, solver=spec.solver, **model_kwargs)
     damped = None
-    if spec.is_energy_aware:
-        out = sample_energy_aware(velocity, x0, spec.landing_rule, **kwargs)
-        res, damped = out.result, out.damped
+    if spec.is_energy_aware:  # a fresh monitor per batch: the switch of a path reads that path alone
+        step = batch_size or x0.shape[0]
+        outs = [sample_energy_aware(velocity, x0[s:s + step], spec.landing_rule, **kwargs)
+                for s in range(0, x0.shape[0], step)]
+        res, damped = concat_results([o.result for o in outs]), torch.cat([o.damped for o in outs])
     else:
-        res = sample(velocity, x0, gain=None if spec.kts.is_identity else spec.kts, tau_split=spec.tau_split,
-                     **kwargs)
+        res = sample_sharded(velocity, x0, batch_size=batch_size, gain=None if spec.kts.is_identity else spec.kts,
+                             tau_split=spec.tau_split, **kwargs)
     mem = memorization_fraction(res.x.detach().cpu(), train.detach().cpu(), n_boot=n_boot, seed=seed)
     return ConfigEval(spec=spec, samples=res.x.detach().cpu(), memorization=mem, kpe=res.kpe.cpu(),
                       kpe_early=res.kpe_early.cpu(), kpe_late=res.kpe_late.cpu(), energy=res.energy.cpu(),
@@ -240,6 +248,57 @@ def paired_fid_change(reference: FrechetReference, base: torch.Tensor | np.ndarr
         return reference.fid_projected(fb, gb) - reference.fid_projected(fa, ga)
 
     return bootstrap_ci(change, fa, ga, fb, gb, n_boot=n_boot, seed=seed, level=0.95)
+
+
+@dataclass
+class PairedFidChanges:
+    """Paired FID bootstraps ``FID(other) - FID(base)`` against one reference, each pair computed once.
+
+    The chapter needs the same pair more than once: a table's ``dfid`` column and the scoreboard test of the
+    same configuration (:func:`~kpe_lib.experiments.celeba_kts.tables.chapter_tests`), and the ablations'
+    reference table when the ablations use every sample (then they hold the main table's evaluations
+    themselves). At the paper scale one bootstrap costs minutes, so :meth:`change` keeps every result,
+    keyed by the identity of the two feature tensors (which it holds, so an identity is never reused).
+
+    Attributes:
+        reference: the reference Gaussian.
+        n_boot, seed: resamples and resampling seed (numpy's indices, the same on every device).
+        device: None: numpy on the CPU (:meth:`FrechetReference.paired_change`); else float64 torch there
+            (:func:`kpe_lib.metrics.device_stats.paired_fid_change_device`, the same resamples).
+        computed: bootstraps actually run (a pair asked for again is not counted).
+    """
+
+    reference: FrechetReference
+    n_boot: int = 200
+    seed: int = 0
+    device: str | None = None
+    computed: int = 0
+    _done: dict[tuple[int, int], tuple[Any, Any, PairedChange]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
+            raise ValueError(f"n_boot must be an integer >= 2, got {self.n_boot!r}")
+
+    def check(self, n_boot: int, seed: int) -> None:
+        """Raise ValueError unless this holds bootstraps of ``n_boot`` resamples with ``seed``."""
+        if (n_boot, seed) != (self.n_boot, self.seed):
+            raise ValueError(f"changes holds bootstraps with n_boot={self.n_boot}, seed={self.seed}; asked for "
+                             f"n_boot={n_boot}, seed={seed}")
+
+    def change(self, base: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray) -> PairedChange:
+        """The paired change from ``base`` (m, D) to ``other`` (m, D) features, rows from the same noise."""
+        key = (id(base), id(other))
+        done = self._done.get(key)
+        if done is not None and done[0] is base and done[1] is other:
+            return done[2]
+        if self.device is None:
+            result = self.reference.paired_change(base, other, n_boot=self.n_boot, seed=self.seed)
+        else:
+            result = paired_fid_change_device(self.reference, base, other, n_boot=self.n_boot, seed=self.seed,
+                                              device=self.device)
+        self.computed += 1
+        self._done[key] = (base, other, result)
+        return result
 
 
 def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int = 50,

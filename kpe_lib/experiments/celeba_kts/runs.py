@@ -26,8 +26,8 @@ from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, SamplerSpec, Vel
 from kpe_lib.shaping import KTS, LANDING_FORMS, LAUNCH_FORMS
 from kpe_lib.training import TrainConfig, TrainResult, cached_model
 
-__all__ = ["unet_config", "train_checkpoints", "sampling_velocity", "fmem_over_training", "main_specs",
-           "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
+__all__ = ["unet_config", "checkpoint_configs", "train_checkpoints", "sampling_velocity", "fmem_over_training",
+           "main_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
            "run_energy_aware", "EnergySplit", "energy_split"]
 
 
@@ -38,31 +38,45 @@ def unet_config(width: int, channel_mult: Sequence[int], attn_levels: Sequence[i
             "attn_levels": list(attn_levels), "num_res_blocks": num_res_blocks, "dropout": dropout}
 
 
+def checkpoint_configs(checkpoints: Sequence[int], *, batch_size: int, lr: float, ema_decay: float | None,
+                       seed: int, checkpoint_every: int | None = None, bf16: bool = False,
+                       compile: bool = False) -> list[TrainConfig]:
+    """The ``TrainConfig`` of every snapshot of :func:`train_checkpoints`, in the order of ``checkpoints``.
+
+    ``checkpoint_every`` (a run-length setting: not part of the cache key) saves a resumable checkpoint every
+    this many steps inside each segment; ``bf16`` / ``compile`` train under bfloat16 autocast / through
+    ``torch.compile`` (part of the run's identity; both off: the keys the cache always had).
+    """
+    return [TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                        checkpoint_every=checkpoint_every, bf16=bf16, compile=compile) for steps in checkpoints]
+
+
 def train_checkpoints(model_config: dict[str, Any], x_train: torch.Tensor, checkpoints: Sequence[int], *,
                       batch_size: int, lr: float, ema_decay: float | None, seed: int, cache_dir: str | Path,
-                      name: str, progress: bool = False, device: str = "cpu") -> dict[int, TrainResult]:
+                      name: str, progress: bool = False, device: str = "cpu", checkpoint_every: int | None = None,
+                      bf16: bool = False, compile: bool = False) -> dict[int, TrainResult]:
     """One training run with a snapshot at every step count in ``checkpoints`` (ascending).
 
     The model cache continues each call from the previous snapshot, so the snapshots are points on one
-    run: the same weights, batches and optimiser state as a single run to the last count.
+    run: the same weights, batches and optimiser state as a single run to the last count. Under
+    ``torchrun`` every rank calls this and the run is trained with DistributedDataParallel
+    (``scripts/pretrain.py``).
 
     Args:
         model_config: see :func:`unet_config`.
         x_train: (n, 1, 32, 32) training images in the model's space (centred pixels).
         checkpoints: step counts, ascending.
-        batch_size, lr, ema_decay, seed: the ``TrainConfig`` settings.
+        batch_size, lr, ema_decay, seed, checkpoint_every, bf16, compile: see :func:`checkpoint_configs`.
         cache_dir: the model cache folder; name: the readable prefix of the cache entries.
         progress: tqdm bars while training; device: where to train.
 
     Returns:
         step count -> the ``TrainResult`` at that count.
     """
-    runs = {}
-    for steps in checkpoints:
-        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed)
-        runs[steps] = cached_model(model_config, cfg, x_train, cache_dir=cache_dir, name=name, progress=progress,
-                                   device=device)
-    return runs
+    configs = checkpoint_configs(checkpoints, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                                 checkpoint_every=checkpoint_every, bf16=bf16, compile=compile)
+    return {cfg.steps: cached_model(model_config, cfg, x_train, cache_dir=cache_dir, name=name, progress=progress,
+                                    device=device) for cfg in configs}
 
 
 def sampling_velocity(run: TrainResult, device: str = "cpu", *, bf16: bool = False,
@@ -81,9 +95,11 @@ def sampling_velocity(run: TrainResult, device: str = "cpu", *, bf16: bool = Fal
 
 def fmem_over_training(runs: Mapping[int, TrainResult], checkpoints: Sequence[int], x: torch.Tensor,
                        spec: SamplerSpec, train: torch.Tensor, final_eval: ConfigEval, *, n_boot: int, seed: int,
-                       device: str = "cpu", bf16: bool = False, compile: bool = False) -> dict[int, ConfigEval]:
+                       device: str = "cpu", bf16: bool = False, compile: bool = False,
+                       batch_size: int | None = None) -> dict[int, ConfigEval]:
     """Plain sampling of the noise ``x`` (B', C, H, W) at every snapshot but the last; the last one is
     ``final_eval`` (the final model's run of the whole shared noise) restricted to its first B' samples.
+    ``batch_size``: samples per forward pass (:func:`~kpe_lib.experiments.celeba_kts.configs.run_config`).
 
     Returns:
         step count -> evaluation, in the order of ``checkpoints``.
@@ -91,7 +107,7 @@ def fmem_over_training(runs: Mapping[int, TrainResult], checkpoints: Sequence[in
     evals = {}
     for steps in checkpoints[:-1]:
         model, _ = sampling_velocity(runs[steps], device, bf16=bf16, compile=compile)
-        evals[steps] = run_config(model, x, spec, train, n_boot=n_boot, seed=seed)
+        evals[steps] = run_config(model, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
     n = x.shape[0]
     evals[checkpoints[-1]] = (final_eval if n == final_eval.samples.shape[0] else
                               subset(final_eval, n, train, n_boot=n_boot, seed=seed))
@@ -119,9 +135,10 @@ def form_specs(nfe: int) -> dict[tuple[str, str], SamplerSpec]:
 
 
 def run_configs(velocity: Velocity, x: torch.Tensor, specs: Sequence[SamplerSpec], train: torch.Tensor, *,
-                skip: Mapping[str, Any] | Sequence[str] = (), n_boot: int, seed: int) -> dict[str, ConfigEval]:
+                skip: Mapping[str, Any] | Sequence[str] = (), n_boot: int, seed: int,
+                batch_size: int | None = None) -> dict[str, ConfigEval]:
     """Run ``specs`` in order on the noise ``x`` (B, C, H, W), leaving out names in ``skip`` (runs that
-    exist already) and repeated names.
+    exist already) and repeated names; ``batch_size`` samples per forward pass (None: all B).
 
     Returns:
         name -> evaluation of the configurations run, in the order of ``specs``.
@@ -129,7 +146,7 @@ def run_configs(velocity: Velocity, x: torch.Tensor, specs: Sequence[SamplerSpec
     out: dict[str, ConfigEval] = {}
     for spec in specs:
         if spec.name not in skip and spec.name not in out:
-            out[spec.name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed)
+            out[spec.name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
     return out
 
 
@@ -150,7 +167,7 @@ class SolverGrid:
 def run_solver_grid(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, kts_eval: ConfigEval,
                     train: torch.Tensor, *, nfes: Sequence[int], main_nfe: int, n_boot: int, seed: int,
                     solvers: Sequence[str] = ("euler", "midpoint"),
-                    grids: Sequence[str] = ("uniform", "cosine")) -> SolverGrid:
+                    grids: Sequence[str] = ("uniform", "cosine"), batch_size: int | None = None) -> SolverGrid:
     """FM against balanced KTS (``alpha0 = beta0 = 0.01``) per solver, NFE (velocity evaluations) and grid.
 
     The cell (euler, ``main_nfe``, uniform) is not sampled again: it is ``fm_eval`` / ``kts_eval`` (the main
@@ -159,6 +176,7 @@ def run_solver_grid(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, kt
     Args:
         x: (B', C, H, W) the first samples of the shared noise.
         fm_eval, kts_eval: the main table's FM and balanced runs on the whole shared noise.
+        batch_size: samples per forward pass (None: all B').
     """
     rows, evals = [], {}
     for solver in solvers:
@@ -173,7 +191,8 @@ def run_solver_grid(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, kt
                         continue
                     spec = SamplerSpec(f"{label} {cell}", KTS(a, b), solver=solver, nfe=nfe, grid_kind=kind,
                                        group="solver")
-                    pair[label] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed)
+                    pair[label] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed,
+                                             batch_size=batch_size)
                     if pair[label].nfe != nfe:
                         raise RuntimeError(f"{spec.name} used {pair[label].nfe} evaluations, not {nfe}")
                 evals[cell] = pair
@@ -205,7 +224,8 @@ class EnergyAwareRuns:
 def run_energy_aware(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, train: torch.Tensor, *,
                      fixed_landings: Sequence[float], decided: Sequence[Sequence[float]],
                      continuous: Sequence[Sequence[float]], decide_at: float | None, nfe: int,
-                     skip: Mapping[str, Any] | Sequence[str] = (), n_boot: int, seed: int) -> EnergyAwareRuns:
+                     skip: Mapping[str, Any] | Sequence[str] = (), n_boot: int, seed: int,
+                     batch_size: int | None = None) -> EnergyAwareRuns:
     """Fixed landings ``KTS(beta0=b)`` and energy-aware landings (``kpe_lib.energy_aware``) on the noise ``x``.
 
     Each rule ``(beta0, q)`` damps the paths whose running mean late power exceeds the ``q``-quantile of
@@ -215,20 +235,22 @@ def run_energy_aware(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, t
 
     Args:
         x: (B', C, H, W) the ablations' noise; fm_eval: the FM run on it.
+        batch_size: samples per forward pass (None: all B'); the thresholds are fixed before sampling, so
+            every path's switch is the same in any batch.
     """
     names, evals, thresholds, once = [], {}, {}, []
     for beta0 in fixed_landings:
         name = f"landing {beta0:g}"
         if name not in skip and name not in evals:
             spec = SamplerSpec(name, KTS(beta0=beta0), nfe=nfe, group="energy-aware")
-            evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed)
+            evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
         names.append(name)
     for beta0, q in decided:
         thr = late_power_threshold(fm_eval, q, until=decide_at)
         name = f"EA b={beta0:g} q={q:g}"
         spec = SamplerSpec(name, KTS(beta0=beta0), threshold=thr, decide_at=decide_at, nfe=nfe,
                            group="energy-aware")
-        evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed)
+        evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
         thresholds[name] = thr
         once.append(name)
         names.append(name)
@@ -236,7 +258,7 @@ def run_energy_aware(velocity: Velocity, x: torch.Tensor, fm_eval: ConfigEval, t
         thr = late_power_threshold(fm_eval, q)
         name = f"EA b={beta0:g} q={q:g} continuous"
         spec = SamplerSpec(name, KTS(beta0=beta0), threshold=thr, nfe=nfe, group="energy-aware (continuous)")
-        evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed)
+        evals[name] = run_config(velocity, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
         thresholds[name] = thr
         names.append(name)
     return EnergyAwareRuns(names=names, evals=evals, thresholds=thresholds, decided=once)

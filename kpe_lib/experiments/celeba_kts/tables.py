@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, fid_of_images, paired_fid_change, pareto_mask,
+from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, PairedFidChanges, fid_of_images, pareto_mask,
                                                     summary_row, to_unit_range)
 from kpe_lib.metrics import FrechetReference, inception_protocol
 from kpe_lib.training import TrainResult
@@ -89,20 +89,37 @@ class FidBench:
 
 
 def summary_table(names: Sequence[str], evals: Mapping[str, ConfigEval], reference: FrechetReference, *,
-                  base: str = "FM", n_boot: int = 1000, seed: int = 0, stats_device: str | None = None
-                  ) -> pd.DataFrame:
+                  base: str = "FM", n_boot: int = 1000, seed: int = 0, stats_device: str | None = None,
+                  changes: PairedFidChanges | None = None) -> pd.DataFrame:
     """One :func:`summary_row` per configuration, indexed by name: paired changes of F_mem against ``base``
     and, where both have Inception features, the paired change of FID (``dfid`` with its 95% interval;
-    ``stats_device`` runs its bootstrap in torch there, None in numpy on the CPU)."""
+    ``stats_device`` runs its bootstrap in torch there, None in numpy on the CPU).
+
+    ``changes`` (built with the same ``n_boot`` and ``seed``) keeps the FID bootstraps, so a pair asked for
+    again, here or by :func:`chapter_tests`, is not recomputed; None: a fresh one for this table.
+    """
+    changes = _changes(changes, reference, n_boot, seed, stats_device)
     rows = []
     for n in names:
         row = summary_row(evals[n], None if n == base else evals[base], n_boot=n_boot, seed=seed)
         if n != base and evals[n].features is not None and evals[base].features is not None:
-            d = paired_fid_change(reference, evals[base].features, evals[n].features, n_boot=n_boot, seed=seed,
-                                  device=stats_device)
-            row.update(dfid=d.value, dfid_ci_lo=d.ci[0], dfid_ci_hi=d.ci[1])
+            d = changes.change(evals[base].features, evals[n].features)
+            row.update(dfid=d.change, dfid_ci_lo=d.ci[0], dfid_ci_hi=d.ci[1])
         rows.append(row)
     return pd.DataFrame(rows).set_index("config")
+
+
+def _changes(changes: PairedFidChanges | None, reference: FrechetReference, n_boot: int, seed: int,
+             stats_device: str | None) -> PairedFidChanges:
+    """``changes`` checked against the settings asked for, or a new one with them."""
+    if changes is None:
+        return PairedFidChanges(reference, n_boot=n_boot, seed=seed, device=stats_device)
+    if not isinstance(changes, PairedFidChanges):
+        raise ValueError(f"changes must be a PairedFidChanges or None, got {type(changes).__name__}")
+    if changes.reference is not reference:
+        raise ValueError("changes was built for another FID reference than the one given")
+    changes.check(n_boot, seed)
+    return changes
 
 
 def select_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -269,7 +286,8 @@ def kid_metrics(ref_features: torch.Tensor | np.ndarray, evals: Mapping[str, Con
 def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], reference: FrechetReference,
                   ref_features: torch.Tensor | np.ndarray, *, main_names: Sequence[str], taus: Sequence[float],
                   tau_names: Sequence[str], evidence: Any, n_boot: int = 1000, seed: int = 0,
-                  stats_device: str | None = None) -> dict[str, dict[str, Any]]:
+                  stats_device: str | None = None, changes: PairedFidChanges | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """The tests behind the chapter's scoreboard rows (``metrics["tests"]``), all paired on the shared noise.
 
     - ``fmem.<name>``: exact McNemar of FM's vs the configuration's memorised flags; ci95 the paired bootstrap
@@ -281,17 +299,13 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
       subset (only where both have features).
 
     ``evidence`` writes each record (the book's :func:`kpe_lib.book.verdicts.evidence`, passed in by the chapter
-    because the study layer does not import the book machinery).
+    because the study layer does not import the book machinery). ``changes``: the FID bootstraps the tables
+    computed already (:func:`summary_table`), reused for the same pairs instead of being run again.
     """
     from kpe_lib.experiments.celeba_kts.configs import paired_fmem_change
     from kpe_lib.metrics import mcnemar_exact, paired_kid_change
 
-    from kpe_lib.metrics.device_stats import paired_fid_change_device
-
-    def fid_change(a: Any, b: Any) -> Any:
-        if stats_device is None:
-            return reference.paired_change(a, b, n_boot=n_boot, seed=seed)
-        return paired_fid_change_device(reference, a, b, n_boot=n_boot, seed=seed, device=stats_device)
+    fid_change = _changes(changes, reference, n_boot, seed, stats_device).change
 
     fm = evals["FM"]
     tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}}

@@ -20,7 +20,7 @@ from kpe_lib.experiments.cifar_support.correlations import (BANDWIDTH_RULES, EST
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, SpaceSettings,
                                                      build_space, encode_spaces, inception_reference,
                                                      load_cifar_splits, loss_window, sample_main, to_unit,
-                                                     train_flow_model)
+                                                     train_flow_model, unet_config)
 from kpe_lib.experiments.cifar_support.analysis import (NFERobustness, PartialCorrelations, SampleQuality,
                                                         SupportSweep, chapter_metrics, chapter_protocol,
                                                         inception_quality, nfe_robustness, partial_correlations,
@@ -32,6 +32,7 @@ __all__ = ["BANDWIDTH_RULES", "ESTIMATORS", "SpaceFeatures", "SupportCorrelation
            "partial_spearman", "support_correlations", "support_tests",
            "CifarData", "FeatureSet", "FlowModel", "MainSamples", "SpaceSettings", "build_space", "encode_spaces",
            "inception_reference", "load_cifar_splits", "loss_window", "sample_main", "to_unit", "train_flow_model",
+           "unet_config",
            "NFERobustness", "PartialCorrelations", "SampleQuality", "SupportSweep", "chapter_metrics",
            "chapter_protocol", "inception_quality", "nfe_robustness", "partial_correlations", "reading",
            "support_sweep",

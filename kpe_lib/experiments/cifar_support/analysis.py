@@ -27,13 +27,13 @@ import pandas as pd
 import torch
 
 import kpe_lib
+from kpe_lib.distributed import sample_sharded
 from kpe_lib.experiments.cifar_support.correlations import (SpaceFeatures, SupportStudy, partial_spearman,
                                                             support_correlations)
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, Stage,
                                                      _no_stage)
 from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_distance, inception_protocol,
                              kid_with_ci, precision_recall)
-from kpe_lib.sampling import sample
 
 __all__ = ["PartialCorrelations", "SampleQuality", "NFERobustness", "SupportSweep", "partial_correlations",
            "inception_quality", "nfe_robustness", "support_sweep", "chapter_metrics", "chapter_protocol",
@@ -194,7 +194,8 @@ class NFERobustness:
 
 def nfe_robustness(velocity: torch.nn.Module, main: MainSamples, feats: FeatureSet, *, nfes: Sequence[int],
                    n_samples: int, spaces: Sequence[str], knn_k: int, bandwidth_rule: str, n_boot: int,
-                   seed: int, device: str = "cpu", stage: Stage = _no_stage) -> NFERobustness:
+                   seed: int, device: str = "cpu", batch_size: int | None = None,
+                   stage: Stage = _no_stage) -> NFERobustness:
     """Spearman(KPE, support) of the first ``n_samples`` noise vectors at each NFE in ``nfes`` (Euler).
 
     At the main NFE the main samples are reused; at any other NFE ``main.x0[:m]`` is integrated again. The
@@ -209,6 +210,7 @@ def nfe_robustness(velocity: torch.nn.Module, main: MainSamples, feats: FeatureS
         spaces: the spaces to redo (those missing from ``feats`` are skipped).
         knn_k, bandwidth_rule, n_boot, seed: as for :func:`support_correlations` (primary settings only).
         device: torch device of sampling.
+        batch_size: samples per forward pass (None: all m at once), as for :func:`sample_main`.
         stage: ``stage(name)`` context manager timing the whole sweep.
     """
     m = min(n_samples, main.kpe.shape[0])
@@ -219,7 +221,8 @@ def nfe_robustness(velocity: torch.nn.Module, main: MainSamples, feats: FeatureS
             if nfe == main.nfe:
                 kpe_n, img_n = main.kpe[:m], main.samples_unit[:m]
             else:
-                r = sample(velocity, main.x0[:m].to(device), n_steps=nfe, solver="euler")
+                r = sample_sharded(velocity, main.x0[:m], batch_size=batch_size, device=device, n_steps=nfe,
+                                   solver="euler")
                 kpe_n, img_n = r.kpe.detach().cpu(), ((r.x.detach().cpu().float() + 1) / 2).clamp(0, 1)
             kpes[nfe] = kpe_n
             sub = support_correlations(

@@ -34,15 +34,16 @@ import torch
 from kpe_lib.accelerate import accelerate
 from kpe_lib.data import PartialDataWarning, load_cifar10
 from kpe_lib.data.images import ImageData
+from kpe_lib.distributed import sample_sharded
 from kpe_lib.experiments.cifar_support.correlations import SpaceFeatures
 from kpe_lib.metrics import (AutoencoderFeatures, ClassifierFeatures, FeatureSpace, HOGFeatures, InceptionFeatures,
                              PCAFeatures, PixelFeatures)
-from kpe_lib.sampling import SampleResult, sample
+from kpe_lib.sampling import SampleResult
 from kpe_lib.training import ClassifierTrainConfig, TrainConfig, cached_model, train_classifier
 from kpe_lib.training.config import TrainResult
 
 __all__ = ["CifarData", "FlowModel", "MainSamples", "SpaceSettings", "FeatureSet", "load_cifar_splits",
-           "loss_window", "train_flow_model", "sample_main", "inception_reference", "build_space",
+           "loss_window", "unet_config", "train_flow_model", "sample_main", "inception_reference", "build_space",
            "encode_spaces", "to_unit", "Stage"]
 
 Stage = Callable[[str], ContextManager[Any]]
@@ -151,6 +152,13 @@ class FlowModel:
                 f"{'the EMA' if self.fm.ema is not None else 'the raw'} weights")
 
 
+def unet_config(in_channels: int, width: int, channel_mult: Sequence[int], attn_levels: Sequence[int],
+                num_res_blocks: int, dropout: float) -> dict[str, Any]:
+    """The ``kpe_lib.models.build_model`` configuration of the chapter's unconditional UNet."""
+    return {"kind": "unet", "in_channels": in_channels, "width": width, "channel_mult": list(channel_mult),
+            "attn_levels": list(attn_levels), "num_res_blocks": num_res_blocks, "dropout": dropout}
+
+
 def train_flow_model(model_config: dict[str, Any], train_config: TrainConfig, x_train: torch.Tensor, *,
                      cache: Path, name: str, device: str = "cpu", progress: bool | None = None,
                      bf16: bool = False, compile: bool = False, stage: Stage = _no_stage) -> FlowModel:
@@ -162,9 +170,9 @@ def train_flow_model(model_config: dict[str, Any], train_config: TrainConfig, x_
         x_train: (n, C, H, W) training images in [-1, 1].
         cache: the chapter's cache folder (models under ``models/``).
         name: the cache entry's name.
-        device: torch device of training and sampling.
+        device: torch device of training and sampling (under ``torchrun``: DDP, ``scripts/pretrain.py``).
         progress: tqdm bars during training.
-        bf16, compile: :func:`kpe_lib.accelerate.accelerate` options (both off: the module itself).
+        bf16, compile: :func:`kpe_lib.accelerate.accelerate` options for sampling (both off: the module itself).
         stage: ``stage(name)`` context manager timing the training (e.g. ``ctx.stage``).
     """
     with stage("train flow model"):
@@ -223,7 +231,7 @@ class MainSamples:
 
 
 def sample_main(velocity: torch.nn.Module, n: int, shape: Sequence[int], *, nfe: int, seed: int,
-                device: str = "cpu", stage: Stage = _no_stage) -> MainSamples:
+                device: str = "cpu", batch_size: int | None = None, stage: Stage = _no_stage) -> MainSamples:
     """Euler-sample ``n`` images from noise drawn with generator seed ``seed + 1``, uniform grid, no shaping.
 
     Args:
@@ -233,12 +241,14 @@ def sample_main(velocity: torch.nn.Module, n: int, shape: Sequence[int], *, nfe:
         nfe: Euler steps.
         seed: the chapter seed (the noise generator is seeded ``seed + 1``).
         device: torch device of sampling (the noise is drawn on the CPU).
+        batch_size: samples per forward pass (``cifar_sample_batch``; None: all M at once). Each path depends
+            on its own noise only, so the samples and KPE do not depend on it beyond float rounding.
         stage: ``stage(name)`` context manager timing the sampling.
     """
     gen = torch.Generator().manual_seed(seed + 1)
     x0 = torch.randn(n, *shape, generator=gen)
     with stage("sample NFE main"):
-        res = sample(velocity, x0.to(device), n_steps=nfe, solver="euler")
+        res = sample_sharded(velocity, x0, batch_size=batch_size, device=device, n_steps=nfe, solver="euler")
     x1 = res.x.detach().cpu().float()
     kpe = res.kpe.detach().cpu()
     straight = 0.5 * (x1 - x0).flatten(1).pow(2).sum(1).double()
@@ -255,7 +265,8 @@ class SpaceSettings:
         ae_latent, ae_steps: latent size and training steps of the autoencoder and of the VAE.
         clf_width, clf_steps: classifier width W and training steps.
         seed: seeds the autoencoders and the classifier.
-        device: torch device of the Inception network and of the classifier's training.
+        device: torch device of the networks: the autoencoder's and the VAE's training and encoding, the
+            classifier's training, the Inception network (the cache keys do not depend on it).
         cache: the chapter's cache folder (``autoencoders/``, ``classifiers/``).
         progress: tqdm bars of the training loops; bar: the tqdm switch of the encoders.
     """
@@ -295,7 +306,7 @@ def build_space(name: str, data: CifarData, settings: SpaceSettings) -> FeatureS
         return PCAFeatures(train_unit, n_components=min(s.pca_components, n_train, c * h * w))
     if name in ("autoencoder", "vae"):
         return AutoencoderFeatures(train_unit, latent_dim=s.ae_latent, variational=name == "vae", steps=s.ae_steps,
-                                   seed=s.seed, cache=s.cache / "autoencoders", progress=s.bar)
+                                   seed=s.seed, cache=s.cache / "autoencoders", progress=s.bar, device=s.device)
     if name == "hog":
         cell = max(2, data.resolution // 4)
         return HOGFeatures(pixels_per_cell=(cell, cell), cells_per_block=(2, 2), progress=s.bar)

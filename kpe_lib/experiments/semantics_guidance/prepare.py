@@ -29,6 +29,7 @@ from typing import Any, Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
+from kpe_lib.accelerate import accelerate
 from kpe_lib.data import PartialDataWarning, load_cifar10
 from kpe_lib.data.images import ImageData
 from kpe_lib.experiments.semantics_guidance import SemanticBackend, cifar_backend, load_reference_batch
@@ -40,7 +41,7 @@ from kpe_lib.training.classifier import ClassifierResult
 from kpe_lib.training.config import TrainResult
 
 __all__ = ["SemanticsData", "CifarSetup", "PaperPathCheck", "FidReference", "load_semantics_data", "unet_config",
-           "train_cifar_backend", "check_paper_path", "fid_reference", "loss_window"]
+           "train_flow_model", "train_cifar_backend", "check_paper_path", "fid_reference", "loss_window"]
 
 DATA_NOTE = "CIFAR-10 data_batch_1 (the training batch present here)"
 Stage = Callable[[str], ContextManager[Any]]
@@ -140,7 +141,7 @@ class CifarSetup:
     def model_line(self) -> str:
         """One sentence on the flow model: size, steps, data, loss drop, sampling weights."""
         fm, res = self.fm, self.data.train_unit.shape[-1]
-        n_params = sum(p.numel() for p in self.backend.model.parameters())
+        n_params = sum(p.numel() for p in self.fm.sampling_model.parameters())
         return (f"class-conditional UNet, {n_params / 1e6:.2f} M parameters, {fm.steps_done} steps of batch "
                 f"{self.train_config.batch_size} on {self.data.n_train} images at {res}x{res}; CFM loss "
                 f"{self.loss_first:.3f} (first {self.window} steps) -> {self.loss_last:.3f} (last {self.window}); "
@@ -159,14 +160,27 @@ class CifarSetup:
                 f"{'cache' if clf.cached else 'trained'})")
 
 
+def train_flow_model(data: SemanticsData, model_config: dict[str, Any], train_config: TrainConfig, *,
+                     cache: Path, device: str = "cpu", progress: bool | None = None) -> TrainResult:
+    """Train (or read from the cache) the class-conditional UNet: the CFM velocity of the images scaled to
+    [-1, 1], (N, 3, H, W), with label dropout to the null class (``train_config.p_uncond``).
+
+    Under ``torchrun`` every rank calls this and the model trains with DistributedDataParallel
+    (``scripts/pretrain.py``); the cache entry is ``<cache>/models/sem-cifar<H>-<key>``.
+    """
+    res = data.train_unit.shape[-1]
+    return cached_model(model_config, train_config, 2.0 * data.train_unit - 1.0, data.train.labels,
+                        cache_dir=cache / "models", name=f"sem-cifar{res}", progress=progress, device=device)
+
+
 def train_cifar_backend(data: SemanticsData, model_config: dict[str, Any], train_config: TrainConfig,
                         clf_config: ClassifierTrainConfig, *, cache: Path, device: str = "cpu",
-                        progress: bool | None = None, stage: Stage = _no_stage) -> CifarSetup:
+                        progress: bool | None = None, bf16: bool = False,
+                        stage: Stage = _no_stage) -> CifarSetup:
     """Train (or read from the cache) the class-conditional UNet and the classifier, and build the backend.
 
-    The UNet learns the CFM velocity of the images scaled to [-1, 1] with label dropout to the null class
-    (``train_config.p_uncond``); the classifier is trained on the same images in [0, 1] and validated on the
-    first 1,000 test images.
+    The UNet: :func:`train_flow_model`; the classifier is trained on the same images in [0, 1] and validated
+    on the first 1,000 test images.
 
     Args:
         data: the images from :func:`load_semantics_data`.
@@ -176,18 +190,19 @@ def train_cifar_backend(data: SemanticsData, model_config: dict[str, Any], train
         cache: the chapter's cache folder (models under ``models/``, classifiers under ``classifiers/``).
         device: torch device of training and sampling.
         progress: tqdm bars during training.
+        bf16: sample the UNet under bfloat16 autocast (:func:`kpe_lib.accelerate.accelerate`; states and KPE
+            stay float32 / float64); off: the module itself.
         stage: ``stage(name)`` context manager timing a stage (e.g. ``ctx.stage``).
     """
     train, test, train_unit = data.train, data.test, data.train_unit
     res = train_unit.shape[-1]
     with stage("train flow model"):
-        fm = cached_model(model_config, train_config, 2.0 * train_unit - 1.0, train.labels,
-                          cache_dir=cache / "models", name=f"sem-cifar{res}", progress=progress, device=device)
+        fm = train_flow_model(data, model_config, train_config, cache=cache, device=device, progress=progress)
     with stage("train classifier"):
         clf = train_classifier(train_unit, train.labels, clf_config, val_images=test.images[:1000],
                                val_labels=test.labels[:1000], cache_dir=cache / "classifiers",
                                name=f"cifar{res}-clf", progress=progress, device=device)
-    unet = fm.sampling_model.to(device).eval()
+    unet = accelerate(fm.sampling_model.to(device).eval(), bf16=bf16)
     backend = cifar_backend(unet, clf.model.to(device).eval(), train.class_names, res,
                             protocol={"model": model_config, "train": train_config.to_dict(),
                                       "ema": fm.ema is not None, "classifier_width": clf_config.width,
