@@ -95,18 +95,23 @@ def rk_step(scheme: ButcherScheme, field: ShapedField, x: torch.Tensor, t: float
     slopes: list[torch.Tensor] = []
     times: list[float] = []
     for j in range(scheme.stages):
-        xj = x
-        for coeff, slope in zip(scheme.a[j], slopes):
-            if coeff != 0.0:
-                xj = xj + (coeff * dt) * slope
         tj = t + scheme.c[j] * dt
-        v, eta = field(xj, tj)
+        v, eta = field(_combine(x, scheme.a[j], slopes, dt), tj)
         velocities.append(v)
         gains.append(eta)
         slopes.append(_scale(eta, v))
         times.append(tj)
-    x_next = x
-    for weight, slope in zip(scheme.b, slopes):
-        if weight != 0.0:
-            x_next = x_next + (weight * dt) * slope
-    return Step(x_next, velocities, gains, times)
+    return Step(_combine(x, scheme.b, slopes, dt), velocities, gains, times)
+
+
+def _combine(x: torch.Tensor, coeffs: tuple[float, ...], slopes: list[torch.Tensor], dt: float) -> torch.Tensor:
+    """``x + sum_k coeffs[k] dt slopes[k]``, one fused ``torch.add(..., alpha=)`` per non-zero coefficient.
+
+    The fused add makes one pass over the state per term instead of two (scale, then add); a state needing no
+    update (every coefficient zero, e.g. the first stage) is returned as is.
+    """
+    out = x
+    for coeff, slope in zip(coeffs, slopes):
+        if coeff != 0.0:
+            out = torch.add(out, slope, alpha=coeff * dt)
+    return out

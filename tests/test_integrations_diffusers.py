@@ -60,8 +60,10 @@ def test_eta_one_equals_the_schedulers_own_loop(tiny, w):
     res = sample_flow_match(transformer, scheduler(), latents, num_inference_steps=STEPS, cond=cond, uncond=uncond,
                             guidance_scale=w, diagnostics=True)
     diff = float((res.x - expect).abs().max())
-    print(f"max |kpe_lib - scheduler loop| (w = {w}): {diff:.3g}")
-    assert diff <= 1e-6
+    print(f"max |kpe_lib - scheduler loop| (w = {w}): {diff:.3g}, max |x| {float(expect.abs().max()):.3g}")
+    # float32 round-off only: the scheduler scales and adds in two roundings per step, the sampler in one fused
+    # add, and guidance amplifies the difference by up to w; 8 ulps of the largest value bounds it
+    assert diff <= 8 * torch.finfo(torch.float32).eps * float(expect.abs().max())
     assert res.nfe == STEPS and res.kpe.shape == (B,) and res.energy.shape == (STEPS, B)
     share = res.diagnostics.guidance_share
     assert (float(share.max()) == 0.0) if w == 1.0 else bool((share > 0).all())
