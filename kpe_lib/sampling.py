@@ -170,9 +170,9 @@ def sample(
         NonFiniteError: if a velocity or the state becomes NaN or infinite; names the step and time.
 
     Example:
-        >>> res = sample(lambda x, t: torch.ones_like(x), torch.zeros(4, 2), n_steps=10)
-        >>> res.kpe  # 1/2 ||(1, 1)||^2
-        tensor([1., 1., 1., 1.], dtype=torch.float64)
+        >>> res = sample(lambda x, t: torch.ones_like(x), torch.zeros(3, 4), n_steps=10)
+        >>> res.kpe  # 1/2 ||(1, 1, 1, 1)||^2
+        tensor([2., 2., 2.], dtype=torch.float64)
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {tuple(SOLVERS)}, got {solver!r}")
