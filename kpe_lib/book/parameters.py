@@ -6,7 +6,7 @@ not at all. Each chapter therefore calls :func:`check_parameters` right after it
 chapter's own ``parameters`` cell (the defaults) and the scales' parameter files
 (``notebooks/params/<scale>.yml``) and raises one :class:`ParameterError` listing
 
-* ``scale`` values outside ``smoke``, ``cpu``, ``paper``;
+* ``scale`` values outside ``smoke``, ``cpu``, ``gpu``, ``paper``;
 * plain-data globals (numbers, strings, lists, dicts, None: what papermill can inject) that carry one
   of the chapter's parameter prefixes (``celeba_``, ``toy_``, ...) but are not declared -- a
   misspelling, with the closest declared name suggested;
