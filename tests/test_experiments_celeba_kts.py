@@ -566,16 +566,10 @@ def test_each_paired_fid_bootstrap_runs_once_for_the_tables_and_the_tests(monkey
         study.PairedFidChanges(ref, n_boot=1)
 
 
-def test_configurations_do_not_depend_on_the_sample_batch():
+def test_configurations_do_not_depend_on_the_sample_batch(tiny_unet):
     # celeba_sample_batch = B and B / 3 on the same noise, with a real (tiny) network: plain FM, a KTS gain and
     # both energy-aware landings give the same samples, energies and switches up to float rounding
-    from kpe_lib.models import UNet
-
-    torch.manual_seed(0)
-    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4).eval()
-    with torch.no_grad():  # the output layers start at zero (v = 0); move every weight so the field is not trivial
-        for p in unet.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    unet = tiny_unet
     g = torch.Generator().manual_seed(3)
     x0, train = torch.randn(6, 1, 8, 8, generator=g), torch.randn(5, 1, 8, 8, generator=g)
     with torch.no_grad():

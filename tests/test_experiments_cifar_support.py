@@ -206,20 +206,9 @@ def test_sample_main_on_a_constant_velocity_is_straight():
     assert torch.equal(main.samples_unit, cs.to_unit(main.x1))
 
 
-def _tiny_unet():
-    from kpe_lib.models import UNet
-
-    torch.manual_seed(0)
-    unet = UNet(in_channels=1, width=8, channel_mult=(1, 2), attn_levels=(1,), num_heads=2, groups=4).eval()
-    with torch.no_grad():  # the output layers start at zero (v = 0); move every weight so the field is not trivial
-        for p in unet.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return unet
-
-
-def test_main_samples_do_not_depend_on_the_sample_batch():
+def test_main_samples_do_not_depend_on_the_sample_batch(tiny_unet):
     # cifar_sample_batch = n and n / 3 on the same noise: the same samples and KPE up to float rounding
-    unet, n = _tiny_unet(), 6
+    unet, n = tiny_unet, 6
     with torch.no_grad():
         whole = cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2, batch_size=n)
         thirds = cs.sample_main(unet, n, (1, 8, 8), nfe=5, seed=2, batch_size=n // 3)
