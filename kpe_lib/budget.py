@@ -150,14 +150,18 @@ def _values(gain: Gain, times: torch.Tensor) -> torch.Tensor:
         out = None
     if isinstance(out, torch.Tensor) and out.shape == times.shape:
         return out.detach().to("cpu", torch.float64)
-    values = []
-    for t in times.tolist():
-        eta = gain(t)
-        if isinstance(eta, torch.Tensor) and eta.numel() != 1:
-            raise ValueError(f"gain(t) returned a tensor of shape {tuple(eta.shape)} at t = {t:.6g}: the time "
-                             "budget needs a gain of the time alone (one value per time, not per sample)")
-        values.append(float(eta))
-    return torch.tensor(values, dtype=torch.float64)
+    return torch.tensor([_eta_at(gain, t) for t in times.tolist()], dtype=torch.float64)
+
+
+def _eta_at(gain: Gain | None, t: float) -> float:
+    """``gain(t)`` as a float (1 for no gain); a gain answering one value per sample is refused."""
+    if gain is None:
+        return 1.0
+    eta = gain(t)
+    if isinstance(eta, torch.Tensor) and eta.numel() != 1:
+        raise ValueError(f"gain(t) returned a tensor of shape {tuple(eta.shape)} at t = {t:.6g}: the time "
+                         "budget needs a gain of the time alone (one value per time, not per sample)")
+    return float(eta)
 
 
 def _quadrature(gain: Gain, lo: float, hi: float, panels: int, order: int) -> float:
@@ -231,12 +235,7 @@ def discrete_time_budget(gain: Gain | None, grid: torch.Tensor, solver: str = "e
     total = 0.0
     for t, t_next in zip(times[:-1], times[1:]):
         dt = t_next - t
-        stages = [1.0 if gain is None else gain(t + c * dt) for c in scheme.c]
-        for eta in stages:
-            if isinstance(eta, torch.Tensor) and eta.numel() != 1:
-                raise ValueError(f"gain(t) returned a tensor of shape {tuple(eta.shape)}: the time budget needs a "
-                                 "gain of the time alone (one value per time, not per sample)")
-        total += dt * sum(b * float(eta) for b, eta in zip(scheme.b, stages))
+        total += dt * sum(b * _eta_at(gain, t + c * dt) for b, c in zip(scheme.b, scheme.c))
     return total
 
 
