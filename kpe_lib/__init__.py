@@ -18,7 +18,7 @@ Importing ``kpe_lib`` changes no global state (no warning filters, no thread cou
 """
 from kpe_lib.adapters import ReversedTime, TimeFirst
 from kpe_lib.budget import (BudgetControls, ConstantGain, RenormalisedGain, budget_controls, budget_matched_constant,
-                            discrete_time_budget, time_budget)
+                            discrete_time_budget, matched_forms, phase_budgets, time_budget)
 from kpe_lib.closed_form import EmpiricalVelocity, SmoothedEmpiricalVelocity
 from kpe_lib.grids import time_grid
 from kpe_lib.sampling import NonFiniteError, SampleResult, sample
@@ -26,5 +26,6 @@ from kpe_lib.shaping import KTS
 
 __all__ = ["time_grid", "KTS", "sample", "SampleResult", "NonFiniteError", "EmpiricalVelocity",
            "SmoothedEmpiricalVelocity", "TimeFirst", "ReversedTime", "time_budget", "discrete_time_budget",
-           "ConstantGain", "RenormalisedGain", "BudgetControls", "budget_matched_constant", "budget_controls"]
+           "ConstantGain", "RenormalisedGain", "BudgetControls", "budget_matched_constant", "budget_controls",
+           "phase_budgets", "matched_forms"]
 __version__ = "0.1.0"

@@ -31,8 +31,8 @@ from kpe_lib.sampling import DEFAULT_TAU_SPLIT
 from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
 
-__all__ = ["time_budget", "discrete_time_budget", "ConstantGain", "RenormalisedGain", "BudgetControls",
-           "budget_matched_constant", "budget_controls"]
+__all__ = ["time_budget", "discrete_time_budget", "phase_budgets", "matched_forms", "ConstantGain", "RenormalisedGain",
+           "BudgetControls", "budget_matched_constant", "budget_controls"]
 
 Gain = Callable[[Any], Any]
 
@@ -124,14 +124,57 @@ class BudgetControls:
     renormalised: RenormalisedGain
 
 
+_LAUNCH_AREA = {"linear": lambda k: 0.5, "constant": lambda k: 1.0,
+                "exponential": lambda k: 1.0 / k - 1.0 / math.expm1(k)}
+_LANDING_AREA = {"linear": lambda k: 0.5, "constant": lambda k: 1.0, "exponential": lambda k: math.expm1(k) / k - 1.0}
+
+
+def phase_budgets(g: KTS) -> tuple[float, float]:
+    """``(int_0^s alpha dt, int_s^1 beta dt)`` of a KTS gain in closed form (the table of Mathematics §3.5):
+    the time the launch adds and the time the landing removes, so ``T = 1 + launch - landing``.
+
+    Example:
+        >>> [round(v, 4) for v in phase_budgets(KTS(alpha0=0.01, beta0=0.01))]
+        [0.003, 0.0214]
+    """
+    if not isinstance(g, KTS):
+        raise ValueError(f"g must be a KTS gain, got {type(g).__name__}")
+    s, k = g.tau_split, g.k
+    return g.alpha0 * s * _LAUNCH_AREA[g.launch](k), g.beta0 * (1.0 - s) * _LANDING_AREA[g.landing](k)
+
+
 def _kts_budget(g: KTS) -> float:
-    """``T`` of a KTS gain in closed form: ``1 + int_0^s alpha - int_s^1 beta`` (the table of Mathematics §3.5)."""
+    """``T`` of a KTS gain in closed form: ``1 + int_0^s alpha - int_s^1 beta``."""
     if g.is_identity:
         return 1.0
-    s, k = g.tau_split, g.k
-    launch = {"linear": 0.5, "constant": 1.0, "exponential": 1.0 / k - 1.0 / math.expm1(k)}[g.launch]
-    landing = {"linear": 0.5, "constant": 1.0, "exponential": math.expm1(k) / k - 1.0}[g.landing]
-    return 1.0 + g.alpha0 * s * launch - g.beta0 * (1.0 - s) * landing
+    launch, landing = phase_budgets(g)
+    return 1.0 + launch - landing
+
+
+def matched_forms(like: KTS, launch: str, landing: str) -> KTS:
+    """The KTS gain with the given launch and landing forms whose launch adds and whose landing removes as
+    much time as ``like``'s (Mathematics §3.5): the same time budget and the same split of it between the
+    phases, so forms are compared at equal damping rather than at equal ``alpha0, beta0``.
+
+    Raises:
+        ValueError: a form not in ``LAUNCH_FORMS`` / ``LANDING_FORMS``, or a landing that would need
+            ``eta(1) <= 0`` to remove that much time.
+
+    Example:
+        >>> g = matched_forms(KTS(alpha0=0.01, beta0=0.01), "constant", "linear")
+        >>> round(g.alpha0, 4), round(g.beta0, 4), round(time_budget(g), 4)
+        (0.005, 0.1072, 0.9816)
+    """
+    if not isinstance(like, KTS):
+        raise ValueError(f"like must be a KTS gain, got {type(like).__name__}")
+    if launch not in _LAUNCH_AREA:
+        raise ValueError(f"launch must be one of {tuple(_LAUNCH_AREA)}, got {launch!r}")
+    if landing not in _LANDING_AREA:
+        raise ValueError(f"landing must be one of {tuple(_LANDING_AREA)}, got {landing!r}")
+    add, remove = phase_budgets(like)
+    s, k = like.tau_split, like.k
+    return KTS(alpha0=add / (s * _LAUNCH_AREA[launch](k)), beta0=remove / ((1.0 - s) * _LANDING_AREA[landing](k)),
+               tau_split=s, launch=launch, landing=landing, k=k)
 
 
 def _gauss_legendre(order: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -132,7 +132,7 @@ def form_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], a
     """A launch x landing table of numbers as an annotated heat map (e.g. the F_mem change in points).
 
     With ``center`` set, the colour scale is symmetric about it and spans at least ``min_span`` either way
-    (so that a table of zeros is not coloured by rounding noise).
+    (so that a table of zeros is not coloured by rounding noise). NaN cells read "not run".
     """
     from matplotlib.colors import TwoSlopeNorm
 
@@ -149,7 +149,9 @@ def form_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], a
     im = ax.imshow(v, cmap=cmap, norm=norm, aspect="auto")
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
-            ax.text(j, i, format(v[i, j], fmt), ha="center", va="center", fontsize=9)
+            dark = np.isfinite(v[i, j]) and norm is not None and abs(float(norm(v[i, j])) - 0.5) > 0.3
+            ax.text(j, i, format(v[i, j], fmt) if np.isfinite(v[i, j]) else "not run", ha="center", va="center",
+                    fontsize=9, color="white" if dark else "black")  # white on the saturated ends of the map
     ax.set_xticks(range(len(cols)), list(cols))
     ax.set_yticks(range(len(rows)), list(rows))
     ax.grid(False)

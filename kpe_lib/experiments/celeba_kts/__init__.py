@@ -11,6 +11,8 @@ starts from the *same* noise, differences between configurations are paired.
   solver x NFE x grid, energy-aware landings);
 - :mod:`~kpe_lib.experiments.celeba_kts.tables`: FIDs with their protocol, summary tables, the FID-F_mem
   plane, the metrics and protocol of the results file;
+- :mod:`~kpe_lib.experiments.celeba_kts.testbed`: the training-free smoothed-empirical testbed at the paper's
+  size;
 - :mod:`~kpe_lib.experiments.celeba_kts.figures`: the chapter's figures.
 
 Example:
@@ -21,27 +23,33 @@ Example:
 from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, PairedFidChanges, SamplerSpec, fid_of_images,
                                                     paired_fid_change, paired_fmem_change, pareto_mask, run_config,
                                                     subset, summary_row, to_unit_range)
-from kpe_lib.experiments.celeba_kts.figures import (energy_split_figure, fmem_over_training_figure, forms_figure,
-                                                    gains_figure, late_power_figure, neighbors_figure, plane_figure,
-                                                    solver_figure, training_images_figure)
+from kpe_lib.experiments.celeba_kts.figures import (budget_figure, energy_split_figure, fmem_over_training_figure,
+                                                    forms_figure, gains_figure, late_power_figure, neighbors_figure,
+                                                    plane_figure, regime_figure, solver_figure, tau_budget_figure,
+                                                    testbed_figure, training_images_figure)
 from kpe_lib.experiments.celeba_kts.runs import (EnergyAwareRuns, EnergySplit, SolverGrid, checkpoint_configs,
-                                                 energy_split, fmem_over_training, form_specs, main_specs,
+                                                 control_specs, energy_split, fmem_over_training, form_specs,
+                                                 main_specs,
                                                  run_configs, run_energy_aware, run_solver_grid, sampling_velocity,
                                                  tau_specs, train_checkpoints, unet_config)
-from kpe_lib.experiments.celeba_kts.tables import (EA_COLUMNS, FORM_COLUMNS, MAIN_COLUMNS, SUBSET_COLUMNS,
-                                                   TAU_COLUMNS, FidBench, chapter_metrics, chapter_protocol,
-                                                   chapter_tests, config_metrics, damping_rows, kid_metrics,
+from kpe_lib.experiments.celeba_kts.tables import (BudgetReading, budget_reading, CONFIG_KEYS, CONTROL_KEYS, EA_COLUMNS, FORM_COLUMNS,
+                                                   MAIN_COLUMNS, SUBSET_COLUMNS, TAU_COLUMNS, FidBench, chapter_metrics,
+                                                   chapter_protocol, chapter_tests, config_metrics, damping_rows,
+                                                   detector_record, kid_metrics,
                                                    plane_table, select_columns,
                                                    steps_table, summary_table)
+from kpe_lib.experiments.celeba_kts.testbed import pick_sigma, sigma_sweep, testbed_velocity
 from kpe_lib.shaping import KTS
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
            "paired_fid_change", "PairedFidChanges", "pareto_mask", "summary_row", "subset",
            "unet_config", "checkpoint_configs", "train_checkpoints", "sampling_velocity", "fmem_over_training",
-           "main_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
+           "main_specs", "control_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
            "run_energy_aware", "EnergySplit", "energy_split",
            "FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
-           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests",
-           "training_images_figure", "fmem_over_training_figure", "gains_figure", "neighbors_figure",
+           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests", "CONFIG_KEYS", "CONTROL_KEYS",
+           "detector_record", "BudgetReading", "budget_reading", "testbed_velocity", "sigma_sweep", "pick_sigma",
+           "training_images_figure", "fmem_over_training_figure", "regime_figure", "budget_figure",
+           "tau_budget_figure", "testbed_figure", "gains_figure", "neighbors_figure",
            "energy_split_figure", "forms_figure", "solver_figure", "late_power_figure", "plane_figure"]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from kpe_lib.budget import ConstantGain, RenormalisedGain, discrete_time_budget, time_budget
 from kpe_lib.distributed import concat_results, sample_sharded
 from kpe_lib.energy_aware import EnergyAwareLanding, sample_energy_aware
 from kpe_lib.metrics import (BootstrapResult, FrechetReference, MemorizationResult, bootstrap_ci,
@@ -31,6 +32,8 @@ from kpe_lib.shaping import KTS
 from kpe_lib.solvers import SOLVERS
 
 Velocity = Callable[..., torch.Tensor]
+#: the gains a configuration may use: KTS, or one of its budget controls (Mathematics §3.5)
+SpecGain = KTS | ConstantGain | RenormalisedGain
 
 __all__ = ["SamplerSpec", "ConfigEval", "run_config", "paired_fmem_change", "to_unit_range", "fid_of_images",
            "paired_fid_change", "PairedFidChanges", "pareto_mask", "summary_row", "subset"]
@@ -42,20 +45,21 @@ class SamplerSpec:
 
     Attributes:
         name: label used in tables and figures.
-        kts: the KTS gain (Mathematics §3); the default ``KTS()`` is plain FM.
+        gain: the gain (Mathematics §3): a ``KTS`` (the default ``KTS()`` is plain FM), or one of its budget
+            controls (Mathematics §3.5), a ``ConstantGain`` or a ``RenormalisedGain`` of a KTS.
         solver: ``"euler"`` or ``"midpoint"`` (any of ``kpe_lib.solvers.SOLVERS``).
         nfe: velocity evaluations per sample; the step count is ``nfe / stages`` (**[choice]**: the paper's
             "NFE" is read literally, so a two-stage solver takes half as many steps at equal cost).
         grid_kind: ``"uniform"`` or ``"cosine"``.
         threshold: None for the fixed KTS; else the mean-late-power threshold of the energy-aware landing
-            (``kpe_lib.energy_aware``), which then damps only the paths above it with ``kts``'s landing.
+            (``kpe_lib.energy_aware``), which then damps only the paths above it with ``gain``'s landing (a KTS).
         decide_at: for the energy-aware landing, the time its switch is decided once (None: re-evaluated
             at every late evaluation).
         group: free label of the experiment the configuration belongs to (``"main"``, ``"tau"``, ...).
     """
 
     name: str
-    kts: KTS = KTS()
+    gain: SpecGain = KTS()
     solver: str = "euler"
     nfe: int = 100
     grid_kind: str = "uniform"
@@ -72,9 +76,13 @@ class SamplerSpec:
         if isinstance(self.nfe, bool) or not isinstance(self.nfe, int) or self.nfe < stages or self.nfe % stages:
             raise ValueError(f"nfe must be a positive multiple of the {self.solver} solver's {stages} stage(s), "
                              f"got {self.nfe!r}")
-        if not isinstance(self.kts, KTS):
-            raise ValueError(f"kts must be a KTS gain, got {type(self.kts).__name__}")
+        if not (isinstance(self.gain, (KTS, ConstantGain))
+                or isinstance(self.gain, RenormalisedGain) and isinstance(self.gain.gain, KTS)):
+            raise ValueError("gain must be a KTS, a ConstantGain or a RenormalisedGain of a KTS, got "
+                             f"{type(self.gain).__name__}")
         if self.threshold is not None:
+            if not isinstance(self.gain, KTS):
+                raise ValueError("the energy-aware landing (threshold) needs a KTS gain")
             self.landing_rule  # validates the energy-aware settings
         elif self.decide_at is not None:
             raise ValueError("decide_at needs a threshold (it belongs to the energy-aware landing)")
@@ -85,9 +93,27 @@ class SamplerSpec:
         return self.nfe // SOLVERS[self.solver].stages
 
     @property
+    def kts(self) -> KTS | None:
+        """The KTS schedule behind the gain: the gain itself, the one a ``RenormalisedGain`` divides, or None
+        for a constant gain."""
+        if isinstance(self.gain, RenormalisedGain):
+            return self.gain.gain
+        return self.gain if isinstance(self.gain, KTS) else None
+
+    @property
+    def control(self) -> str | None:
+        """``"constant budget"`` / ``"renormalised"`` for a budget control, None for a KTS gain."""
+        return {ConstantGain: "constant budget", RenormalisedGain: "renormalised"}.get(type(self.gain))
+
+    @property
+    def budget(self) -> float:
+        """The continuous time budget ``T[eta] = int_0^1 eta dt`` of the gain (Mathematics §3.5)."""
+        return time_budget(self.gain)
+
+    @property
     def tau_split(self) -> float:
         """The phase boundary of the gain (splits KPE into early and late)."""
-        return self.kts.tau_split
+        return self.gain.tau_split
 
     @property
     def is_energy_aware(self) -> bool:
@@ -98,7 +124,7 @@ class SamplerSpec:
         """The energy-aware landing (only when ``threshold`` is set)."""
         if self.threshold is None:
             raise ValueError(f"configuration {self.name!r} has no threshold: it is a fixed KTS")
-        return EnergyAwareLanding(threshold=self.threshold, kts=self.kts, decide_at=self.decide_at)
+        return EnergyAwareLanding(threshold=self.threshold, kts=self.gain, decide_at=self.decide_at)
 
     def describe(self) -> dict[str, Any]:
         """The fields as a plain dict (for tables and the results protocol)."""
@@ -174,7 +200,7 @@ def run_config(velocity: Velocity, x0: torch.Tensor, spec: SamplerSpec, train: t
                 for s in range(0, x0.shape[0], step)]
         res, damped = concat_results([o.result for o in outs]), torch.cat([o.damped for o in outs])
     else:
-        res = sample_sharded(velocity, x0, batch_size=batch_size, gain=None if spec.kts.is_identity else spec.kts,
+        res = sample_sharded(velocity, x0, batch_size=batch_size, gain=None if spec.gain.is_identity else spec.gain,
                              tau_split=spec.tau_split, **kwargs)
     mem = memorization_fraction(res.x.detach().cpu(), train.detach().cpu(), n_boot=n_boot, seed=seed)
     return ConfigEval(spec=spec, samples=res.x.detach().cpu(), memorization=mem, kpe=res.kpe.cpu(),
@@ -332,13 +358,19 @@ def pareto_mask(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
 
 def summary_row(ev: ConfigEval, base: ConfigEval | None = None, n_boot: int = 1000, seed: int = 0
                 ) -> dict[str, Any]:
-    """One table row: configuration, F_mem (%) with SE and 95% interval, paired change against ``base``,
-    mean KPE total/early/late, FID (None when not computed)."""
+    """One table row: configuration, its gain's parameters (None where a control has none), its time budget
+    (continuous ``budget`` and the grid's ``budget_grid``, Mathematics §3.5) and ``eta1 = eta(1)``, F_mem (%)
+    with SE and 95% interval, paired change against ``base``, mean KPE total/early/late, FID (None when not
+    computed)."""
     s, m = ev.spec, ev.memorization
+    k = s.kts
     row: dict[str, Any] = {
-        "config": s.name, "group": s.group, "alpha0": s.kts.alpha0, "beta0": s.kts.beta0,
-        "tau_split": s.kts.tau_split, "launch": s.kts.launch, "landing": s.kts.landing, "solver": s.solver, "nfe": s.nfe, "grid": s.grid_kind,
-        "energy_aware": s.is_energy_aware,
+        "config": s.name, "group": s.group, "control": s.control,
+        "alpha0": None if k is None else k.alpha0, "beta0": None if k is None else k.beta0,
+        "tau_split": s.tau_split, "launch": None if k is None else k.launch,
+        "landing": None if k is None else k.landing, "solver": s.solver, "nfe": s.nfe, "grid": s.grid_kind,
+        "budget": s.budget, "budget_grid": discrete_time_budget(s.gain, ev.grid, s.solver),
+        "eta1": float(s.gain(1.0)), "energy_aware": s.is_energy_aware,
         "fmem_pct": 100 * m.value, "fmem_se_pct": 100 * m.stderr,
         "fmem_ci_lo_pct": 100 * m.ci95[0], "fmem_ci_hi_pct": 100 * m.ci95[1],
         "kpe": float(ev.kpe.mean()), "kpe_early": float(ev.kpe_early.mean()), "kpe_late": float(ev.kpe_late.mean()),

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from kpe_lib.accelerate import accelerate
+from kpe_lib.budget import budget_controls, matched_forms
 from kpe_lib.energy_aware import late_power_threshold
 from kpe_lib.experiments.celeba_kts.configs import (ConfigEval, SamplerSpec, Velocity, paired_fmem_change,
                                                     run_config, subset)
@@ -27,7 +29,7 @@ from kpe_lib.shaping import KTS, LANDING_FORMS, LAUNCH_FORMS
 from kpe_lib.training import TrainConfig, TrainResult, cached_model
 
 __all__ = ["unet_config", "checkpoint_configs", "train_checkpoints", "sampling_velocity", "fmem_over_training",
-           "main_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
+           "main_specs", "control_specs", "tau_specs", "form_specs", "run_configs", "SolverGrid", "run_solver_grid", "EnergyAwareRuns",
            "run_energy_aware", "EnergySplit", "energy_split"]
 
 
@@ -96,9 +98,10 @@ def sampling_velocity(run: TrainResult, device: str = "cpu", *, bf16: bool = Fal
 def fmem_over_training(runs: Mapping[int, TrainResult], checkpoints: Sequence[int], x: torch.Tensor,
                        spec: SamplerSpec, train: torch.Tensor, final_eval: ConfigEval, *, n_boot: int, seed: int,
                        device: str = "cpu", bf16: bool = False, compile: bool = False,
-                       batch_size: int | None = None) -> dict[int, ConfigEval]:
+                       batch_size: int | None = None, reference: Any = None) -> dict[int, ConfigEval]:
     """Plain sampling of the noise ``x`` (B', C, H, W) at every snapshot but the last; the last one is
-    ``final_eval`` (the final model's run of the whole shared noise) restricted to its first B' samples.
+    ``final_eval`` (the final model's run of the whole shared noise) restricted to its first B' samples
+    (with a FID ``reference``, its stored Inception features and FID are sliced too).
     ``batch_size``: samples per forward pass (:func:`~kpe_lib.experiments.celeba_kts.configs.run_config`).
 
     Returns:
@@ -110,13 +113,34 @@ def fmem_over_training(runs: Mapping[int, TrainResult], checkpoints: Sequence[in
         evals[steps] = run_config(model, x, spec, train, n_boot=n_boot, seed=seed, batch_size=batch_size)
     n = x.shape[0]
     evals[checkpoints[-1]] = (final_eval if n == final_eval.samples.shape[0] else
-                              subset(final_eval, n, train, n_boot=n_boot, seed=seed))
+                              subset(final_eval, n, train, reference=reference, n_boot=n_boot, seed=seed))
     return evals
 
 
-def main_specs(main: Mapping[str, Sequence[float]], nfe: int) -> list[SamplerSpec]:
-    """The KTS rows of the main table: name -> (alpha0, beta0), Euler with ``nfe`` steps (FM not included)."""
-    return [SamplerSpec(name, KTS(a, b), nfe=nfe, group="main") for name, (a, b) in main.items()]
+def main_specs(main: Mapping[str, Sequence[float]], nfe: int, *, controls: bool = False) -> list[SamplerSpec]:
+    """The KTS rows of the main table: name -> (alpha0, beta0), Euler with ``nfe`` steps (FM not included);
+    with ``controls``, each followed by its two budget controls (:func:`control_specs`)."""
+    specs = []
+    for name, (a, b) in main.items():
+        spec = SamplerSpec(name, KTS(a, b), nfe=nfe, group="main")
+        specs += [spec, *control_specs(spec)] if controls else [spec]
+    return specs
+
+
+def control_specs(spec: SamplerSpec) -> list[SamplerSpec]:
+    """The budget controls of a KTS configuration (Mathematics §3.5), same solver, NFE and grid, group
+    ``"control"``: ``"<name> | constant budget"`` (``eta == T[eta_KTS]``) and ``"<name> | renormalised"``
+    (``eta_KTS / T[eta_KTS]``, budget 1).
+
+    Example:
+        >>> [s.name for s in control_specs(SamplerSpec("balanced", KTS(0.01, 0.01)))]
+        ['balanced | constant budget', 'balanced | renormalised']
+    """
+    if not isinstance(spec.gain, KTS) or spec.gain.is_identity or spec.is_energy_aware:
+        raise ValueError(f"configuration {spec.name!r} is not a fixed, non-trivial KTS: it has no budget controls")
+    c = budget_controls(spec.gain)
+    return [dataclasses.replace(spec, name=f"{spec.name} | {label}", gain=gain, group="control")
+            for label, gain in (("constant budget", c.constant), ("renormalised", c.renormalised))]
 
 
 def tau_specs(taus: Sequence[float], nfe: int) -> list[SamplerSpec]:
@@ -126,12 +150,25 @@ def tau_specs(taus: Sequence[float], nfe: int) -> list[SamplerSpec]:
                         KTS(0.01, 0.01, tau_split=tau), nfe=nfe, group="tau_split") for tau in taus]
 
 
-def form_specs(nfe: int) -> dict[tuple[str, str], SamplerSpec]:
-    """All launch x landing forms (Mathematics §3) at ``alpha0 = beta0 = 0.01``, ``tau_split = 0.6``; the
-    default pair linear / exponential is named ``"balanced"``."""
-    return {(lf, gf): SamplerSpec("balanced" if (lf, gf) == ("linear", "exponential") else f"{lf}/{gf}",
-                                  KTS(0.01, 0.01, launch=lf, landing=gf), nfe=nfe, group="forms")
-            for lf in LAUNCH_FORMS for gf in LANDING_FORMS}
+def form_specs(nfe: int, cells: Sequence[Sequence[str]] | None = None,
+               like: KTS = KTS(0.01, 0.01)) -> dict[tuple[str, str], SamplerSpec]:
+    """Launch x landing forms (Mathematics §3) **at equal damping**: every pair's launch adds and its landing
+    removes as much time as ``like``'s (``kpe_lib.budget.matched_forms``), so all share ``like``'s time
+    budget; ``like``'s own pair (linear / exponential for the default) is ``like`` itself, named
+    ``"balanced"``.
+
+    Args:
+        nfe: Euler steps.
+        cells: the (launch, landing) pairs to run; None: all nine.
+        like: the gain whose phase budgets every pair matches (balanced KTS).
+    """
+    pairs = [(lf, gf) for lf in LAUNCH_FORMS for gf in LANDING_FORMS] if cells is None else [tuple(c) for c in cells]
+    out = {}
+    for lf, gf in pairs:
+        own = (lf, gf) == (like.launch, like.landing)
+        out[lf, gf] = SamplerSpec("balanced" if own else f"{lf}/{gf}", like if own else matched_forms(like, lf, gf),
+                                  nfe=nfe, group="forms")
+    return out
 
 
 def run_configs(velocity: Velocity, x: torch.Tensor, specs: Sequence[SamplerSpec], train: torch.Tensor, *,

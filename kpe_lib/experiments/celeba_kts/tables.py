@@ -22,17 +22,19 @@ from kpe_lib.training import TrainResult
 
 __all__ = ["FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
-           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests"]
+           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests", "CONFIG_KEYS", "CONTROL_KEYS",
+           "detector_record", "BudgetReading", "budget_reading"]
 
 _CHANGES = ["dfmem_pct", "dfmem_ci_lo_pct", "dfmem_ci_hi_pct"]
 _FID = ["fid", "dfid", "dfid_ci_lo", "dfid_ci_hi"]
 #: columns shown of each table (those present: FID columns only where FIDs were computed)
-MAIN_COLUMNS = ["alpha0", "beta0", *_FID, "fmem_pct", "fmem_ci_lo_pct", "fmem_ci_hi_pct", *_CHANGES, "kpe",
-                "kpe_early", "kpe_late"]
+MAIN_COLUMNS = ["alpha0", "beta0", "budget", "eta1", *_FID, "fmem_pct", "fmem_ci_lo_pct", "fmem_ci_hi_pct", *_CHANGES,
+                "kpe", "kpe_early", "kpe_late"]
 SUBSET_COLUMNS = ["fid", "dfid", "fmem_pct", *_CHANGES]
-TAU_COLUMNS = ["tau_split_value", "fid", "paper FID", "dfid", "dfid_ci_lo", "dfid_ci_hi", "fmem_pct", *_CHANGES,
+TAU_COLUMNS = ["tau_split_value", "budget", "fid", "dfid", "dfid_ci_lo", "dfid_ci_hi", "fmem_pct", *_CHANGES,
                "kpe_early", "kpe_late"]
-FORM_COLUMNS = ["launch", "landing", *_FID, "fmem_pct", *_CHANGES, "kpe_early", "kpe_late"]
+FORM_COLUMNS = ["launch", "landing", "alpha0", "beta0", "budget", "eta1", *_FID, "fmem_pct", *_CHANGES, "kpe_early",
+                "kpe_late"]
 EA_COLUMNS = ["beta0", *_FID, "fmem_pct", *_CHANGES, "kpe_late"]
 
 
@@ -127,13 +129,24 @@ def select_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return df[[c for c in columns if c in df.columns]].round(2)
 
 
-def steps_table(runs: Mapping[int, TrainResult], steps_evals: Mapping[int, ConfigEval]) -> pd.DataFrame:
-    """F_mem (%, with its 95% interval), mean KPE and the training loss (mean of the last 50 steps) per snapshot."""
-    return pd.DataFrame([{"steps": s, "loss (last 50)": float(np.mean(runs[s].losses[-50:])),
-                          "F_mem %": 100 * e.memorization.value,
-                          "95% CI": "[{:.1f}, {:.1f}]".format(*(100 * np.array(e.memorization.ci95))),
-                          "KPE (mean)": float(e.kpe.mean()), "late KPE (mean)": float(e.kpe_late.mean())}
-                         for s, e in steps_evals.items()]).set_index("steps")
+def steps_table(runs: Mapping[int, TrainResult], steps_evals: Mapping[int, ConfigEval],
+                kids: Mapping[int, Mapping[str, Any]] | None = None, fid_floor: float | None = None) -> pd.DataFrame:
+    """Per snapshot: the training loss (mean of the last 50 steps), F_mem (%, with its 95% interval), mean KPE
+    and, where computed, FID, its ratio to ``fid_floor`` (the copier's floor at the same count) and KID
+    (``kids``: step -> :func:`kid_metrics` entry)."""
+    rows = []
+    for s, e in steps_evals.items():
+        row = {"steps": s, "loss (last 50)": float(np.mean(runs[s].losses[-50:])), "F_mem %": 100 * e.memorization.value,
+               "95% CI": "[{:.1f}, {:.1f}]".format(*(100 * np.array(e.memorization.ci95))),
+               "KPE (mean)": float(e.kpe.mean()), "late KPE (mean)": float(e.kpe_late.mean())}
+        if e.fid is not None:
+            row["FID"] = e.fid
+            if fid_floor is not None:
+                row["FID / copier floor"] = e.fid / fid_floor
+        if kids and s in kids:
+            row["KID"] = kids[s]["kid"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("steps")
 
 
 def damping_rows(evals: Mapping[str, ConfigEval], names: Sequence[str], memorised: torch.Tensor
@@ -165,11 +178,25 @@ def plane_table(evals: Mapping[str, ConfigEval]) -> pd.DataFrame:
     return plane
 
 
+#: short keys of the main table's KTS configurations in the results file (``fmem_kts``, ``fid_launch``, ...)
+CONFIG_KEYS = {"balanced": "kts", "launch only": "launch", "landing only": "landing"}
+#: the budget controls' name suffixes (``control_specs``) and their key suffixes in the results file
+CONTROL_KEYS = {"constant budget": "budget_constant", "renormalised": "budget_renormalised"}
+
+
 def config_metrics(ev: ConfigEval) -> dict[str, Any]:
-    """FID, F_mem with its interval and mean KPE (total, early, late) of one configuration."""
+    """FID, F_mem with its interval, mean KPE (total, early, late), the time budget and ``eta(1)`` of one
+    configuration."""
     return {"fid": ev.fid, "fmem": ev.memorization.value, "fmem_ci95": list(ev.memorization.ci95),
             "kpe": float(ev.kpe.mean()), "kpe_early": float(ev.kpe_early.mean()),
-            "kpe_late": float(ev.kpe_late.mean())}
+            "kpe_late": float(ev.kpe_late.mean()), "time_budget": ev.spec.budget,
+            "eta1": float(ev.spec.gain(1.0))}
+
+
+def detector_record(result: Any) -> dict[str, Any]:
+    """A ``kpe_lib.metrics.DetectorResult`` as plain numbers for the results file."""
+    return {"auroc": float(result.auroc), "ci95": [float(result.ci_low), float(result.ci_high)],
+            "n_pos": int(result.n_pos), "n_neg": int(result.n_neg), "n_boot": int(result.n_boot)}
 
 
 def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], main_df: pd.DataFrame, *,
@@ -179,59 +206,92 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
                     fid_real: float | None, fid_real_abl: float | None,
                     kids: Mapping[str, Mapping[str, Any]] | None = None,
                     kids_abl: Mapping[str, Mapping[str, Any]] | None = None,
-                    tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    tests: Mapping[str, Any] | None = None, fid_train_floor: float | None = None,
+                    regime_kids: Mapping[int, Mapping[str, Any]] | None = None,
+                    auroc: Mapping[str, Any] | None = None, testbed: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
     """The metrics of the results file (F_mem as fractions, changes as fractions, FIDs as they are).
 
     Args:
-        evals: the main table's runs (FM and ``main_names``) on the whole shared noise.
+        evals: the main table's runs (FM, ``main_names`` and their budget controls, named as by
+            :func:`~kpe_lib.experiments.celeba_kts.runs.control_specs`) on the whole shared noise.
         abl: the ablations' runs on its first ``n_ablation`` samples.
         main_df: :func:`summary_table` of the main table.
+        main_names: the KTS configurations of the main table (keys of ``CONFIG_KEYS``).
         taus, tau_names: the tau_split sweep and its configuration names.
         form_names: (launch, landing) -> configuration name.
-        solver_rows: :attr:`SolverGrid.rows`.
+        solver_rows: :attr:`SolverGrid.rows` (empty when the solver ablation did not run).
         ea_names: the energy-aware ablation's configurations.
-        steps_evals: step count -> FM evaluation over training.
+        steps_evals: step count -> FM evaluation over training; regime_kids: step count -> its KID.
         plane: :func:`plane_table`.
         fid_real, fid_real_abl: the real-image FID floors (None when not computed).
+        fid_train_floor: FID of as many draws of the *training* images as samples (the copier's floor).
         kids, kids_abl: :func:`kid_metrics` of the main table and of the ablations (new keys ``kid_*``).
         tests: :func:`chapter_tests`, stored under ``"tests"`` for the scoreboard rows.
+        auroc: ``{"late": DetectorResult, "total": DetectorResult}`` of KPE detecting FM's memorised samples.
+        testbed: the smoothed-empirical testbed's record (``sigma``, ``fmem_fm``, ``fmem_kts``, ...).
     """
-    def change(n: str, column: str) -> float:
-        return float(main_df.loc[n, column])
-
     kids, kids_abl = kids or {}, kids_abl or {}
-    out = {
+    names = [n for n in main_df.index if n != "FM"]
+    out: dict[str, Any] = {
+        "n_samples": int(evals["FM"].samples.shape[0]),
         "fid_fm": evals["FM"].fid, "fmem_fm": evals["FM"].memorization.value,
-        "fid_kts": evals["balanced"].fid, "fmem_kts": evals["balanced"].memorization.value,
-        "fid_launch": evals["launch only"].fid, "fmem_launch": evals["launch only"].memorization.value,
-        "fid_landing": evals["landing only"].fid, "fmem_landing": evals["landing only"].memorization.value,
-        "fid_real_baseline": fid_real,
-        "dfmem_vs_fm": {n: change(n, "dfmem_pct") / 100 for n in main_names},
-        "dfmem_ci95_vs_fm": {n: [change(n, "dfmem_ci_lo_pct") / 100, change(n, "dfmem_ci_hi_pct") / 100]
-                             for n in main_names},
-        "dfid_vs_fm": {n: change(n, "dfid") for n in main_names},
-        "dfid_ci95_vs_fm": {n: [change(n, "dfid_ci_lo"), change(n, "dfid_ci_hi")] for n in main_names},
+        "fid_real_baseline": fid_real, "fid_train_floor": fid_train_floor,
+        "dfmem_vs_fm": {n: float(main_df.loc[n, "dfmem_pct"]) / 100 for n in names},
+        "dfmem_ci95_vs_fm": {n: [float(main_df.loc[n, "dfmem_ci_lo_pct"]) / 100,
+                                 float(main_df.loc[n, "dfmem_ci_hi_pct"]) / 100] for n in names},
+        "dfid_vs_fm": {n: float(main_df.loc[n, "dfid"]) for n in names if "dfid" in main_df and
+                       pd.notna(main_df.loc[n, "dfid"])},
+        "dfid_ci95_vs_fm": {n: [float(main_df.loc[n, "dfid_ci_lo"]), float(main_df.loc[n, "dfid_ci_hi"])]
+                            for n in names if "dfid" in main_df and pd.notna(main_df.loc[n, "dfid"])},
+    }
+    for n in main_names:
+        key = CONFIG_KEYS.get(n, n)
+        out[f"fmem_{key}"], out[f"fid_{key}"] = evals[n].memorization.value, evals[n].fid
+        out[f"time_budget_{key}"] = evals[n].spec.budget
+        for suffix, ksuffix in CONTROL_KEYS.items():
+            control = f"{n} | {suffix}"
+            if control in evals:
+                out[f"fmem_{key}_{ksuffix}"] = evals[control].memorization.value
+                out[f"fid_{key}_{ksuffix}"] = evals[control].fid
+    for n, record in kids.items():
+        if n == "FM" or n in main_names:
+            key = "fm" if n == "FM" else CONFIG_KEYS.get(n, n)
+        else:
+            base, _, suffix = n.partition(" | ")
+            if base not in main_names or suffix not in CONTROL_KEYS:
+                continue
+            key = f"{CONFIG_KEYS.get(base, base)}_{CONTROL_KEYS[suffix]}"
+        out[f"kid_{key}"], out[f"kid_{key}_ci95"] = record["kid"], record["kid_ci95"]
+    out.update({
         "fid_real_baseline_ablation": fid_real_abl,
         "ablation_n_samples": n_ablation,
-        "ablation_reference": {n: config_metrics(abl[n]) for n in ["FM", *main_names]},
-        "tau_sweep": {f"{t:g}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value}
-                      for t, n in zip(taus, tau_names)},
-        "forms": {f"{lf}/{gf}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value}
-                  for (lf, gf), n in form_names.items()},
+        "ablation_reference": {n: config_metrics(abl[n]) for n in ["FM", *main_names] if n in abl},
+        "tau_sweep": {f"{t:g}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value,
+                                 "time_budget": abl[n].spec.budget} for t, n in zip(taus, tau_names)},
+        "forms": {f"{lf}/{gf}": {"fid": abl[n].fid, "fmem": abl[n].memorization.value, "time_budget": abl[n].spec.budget,
+                                 "alpha0": abl[n].spec.gain.alpha0, "beta0": abl[n].spec.gain.beta0,
+                                 "eta1": float(abl[n].spec.gain(1.0))} for (lf, gf), n in form_names.items()},
         "solver_grid": {r["solver"] + f"/{r['nfe']}/" + r["grid"]: {
             "fmem_fm": r["F_mem FM %"] / 100, "fmem_kts": r["F_mem KTS %"] / 100, "change": r["change (points)"] / 100,
             "change_ci95": [r["CI lo"] / 100, r["CI hi"] / 100]} for r in solver_rows},
         "energy_aware": {n: config_metrics(abl[n]) | ({"damped": float(abl[n].damped.double().mean())}
                                                       if abl[n].damped is not None else {}) for n in ea_names},
         "fmem_vs_steps": {str(s): e.memorization.value for s, e in steps_evals.items()},
-        "main": {n: config_metrics(evals[n]) for n in ["FM", *main_names]},
+        "regime": {str(s): {"fmem": e.memorization.value, "fid": e.fid, "n_samples": int(e.samples.shape[0]),
+                            "kid": (regime_kids or {}).get(s, {}).get("kid")} for s, e in steps_evals.items()},
+        "main": {n: config_metrics(evals[n]) for n in main_df.index},
         "pareto_front": [n for n in plane.index if plane.loc[n, "pareto"]],
-    }
-    for key, n in (("fm", "FM"), ("kts", "balanced"), ("launch", "launch only"), ("landing", "landing only")):
-        if n in kids:
-            out[f"kid_{key}"], out[f"kid_{key}_ci95"] = kids[n]["kid"], kids[n]["kid_ci95"]
-    out["kid_main"] = dict(kids)
-    out["kid_ablation"] = dict(kids_abl)
+        "kid_main": dict(kids), "kid_ablation": dict(kids_abl),
+    })
+    if auroc:
+        for which, result in auroc.items():
+            record = detector_record(result)
+            out[f"{which}_kpe_auroc_trained"], out[f"{which}_kpe_auroc_trained_ci95"] = record["auroc"], record["ci95"]
+            out.setdefault("kpe_auroc_trained", {})[which] = record
+    if testbed:
+        out.update(testbed_sigma=testbed["sigma"], testbed_fmem_fm=testbed["fmem_fm"],
+                   testbed_fmem_kts=testbed["fmem_kts"], testbed=dict(testbed))
     out["tests"] = dict(tests or {})
     return out
 
@@ -240,7 +300,8 @@ def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_confi
                      training: dict[str, Any], n_samples: int, n_ablation: int, noise_seed: int, nfe: int,
                      n_solver: int, solver_nfes: Sequence[int], n_boot: int, fid: Mapping[str, Any],
                      decide_at: float | None, ea: Sequence[Sequence[float]],
-                     ea_continuous: Sequence[Sequence[float]]) -> dict[str, Any]:
+                     ea_continuous: Sequence[Sequence[float]], testbed: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
     """The protocol of the results file: data, model, training, sampling, F_mem, FID and energy-aware settings.
 
     Args:
@@ -248,6 +309,7 @@ def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_confi
         n_samples, n_ablation, n_solver: samples of the main table, the ablations and the solver grid.
         noise_seed: seed of the shared noise's generator.
         fid: :meth:`FidBench.protocol`.
+        testbed: the smoothed-empirical testbed's settings (training images, widths swept, target, samples).
     """
     return {
         "data": {"dataset": "CelebA img_align_celeba, local 6,000-image subset", "n_train": n_train,
@@ -262,6 +324,10 @@ def chapter_protocol(*, n_train: int, index: int, train_mean: float, model_confi
         "fmem": {"space": "centred grayscale pixels", "threshold": "d1/d2 < 1/3", "n_boot": n_boot,
                  "changes": "paired bootstrap over samples on the same noise"},
         "fid": {k: v for k, v in fid.items()},
+        "budget_controls": {"constant budget": "eta == T[eta_KTS] = int_0^1 eta_KTS dt (Mathematics 3.5)",
+                            "renormalised": "eta_KTS / T[eta_KTS] (budget 1)",
+                            "forms": "every launch x landing pair matched to balanced KTS's launch and landing time"},
+        "testbed": dict(testbed or {}),
         "energy_aware": {"signal": "running time-mean (left rule) of raw late power 1/2|v|^2 since tau_split",
                          "decide_at": decide_at,
                          "threshold": "quantile of the FM run's mean power over [tau_split, decide_at) (same noise)",
@@ -291,7 +357,11 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
     """The tests behind the chapter's scoreboard rows (``metrics["tests"]``), all paired on the shared noise.
 
     - ``fmem.<name>``: exact McNemar of FM's vs the configuration's memorised flags; ci95 the paired bootstrap
-      interval of the change (:func:`~kpe_lib.experiments.celeba_kts.configs.paired_fmem_change`, same seed);
+      interval of the change (:func:`~kpe_lib.experiments.celeba_kts.configs.paired_fmem_change`, same seed),
+      for every KTS configuration and for each of its budget controls present in ``evals``;
+    - ``fmem_vs_control.<control>`` / ``fid_vs_control.<control>``: the same tests from a budget control
+      (``"<name> | constant budget"``, ``"<name> | renormalised"``) to its KTS configuration: what the phase
+      structure does beyond the time budget;
     - ``fid.<name>``: :meth:`FrechetReference.paired_change` of FM -> the configuration (same resamples and
       interval as the table's ``dfid``);
     - ``kid.<name>``: :func:`kpe_lib.metrics.paired_kid_change` of FM -> the configuration;
@@ -307,20 +377,29 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
 
     fid_change = _changes(changes, reference, n_boot, seed, stats_device).change
 
+    def compare(base: ConfigEval, ev: ConfigEval, fmem: dict, fid: dict | None, kid: dict | None, name: str) -> None:
+        mc = mcnemar_exact(base.memorization.memorized, ev.memorization.memorized)
+        d = paired_fmem_change(base.memorization, ev.memorization, n_boot=n_boot, seed=seed)
+        fmem[name] = evidence("exact McNemar", p=mc.pvalue, ci95=[float(d.ci[0]), float(d.ci[1])], n=mc.n,
+                              ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
+        if base.features is not None and ev.features is not None:
+            f = fid_change(base.features, ev.features)
+            fid[name] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n, n_boot=f.n_boot)
+            if kid is not None:
+                k = paired_kid_change(ref_features, base.features, ev.features, n_boot=n_boot, seed=seed,
+                                      device=stats_device)
+                kid[name] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n, n_boot=k.n_boot)
+
     fm = evals["FM"]
-    tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}}
+    tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}, "fmem_vs_control": {},
+                                        "fid_vs_control": {}}
     for n in main_names:
-        ev = evals[n]
-        mc = mcnemar_exact(fm.memorization.memorized, ev.memorization.memorized)
-        d = paired_fmem_change(fm.memorization, ev.memorization, n_boot=n_boot, seed=seed)
-        tests["fmem"][n] = evidence("exact McNemar", p=mc.pvalue, ci95=[float(d.ci[0]), float(d.ci[1])], n=mc.n,
-                                    ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
-        if fm.features is not None and ev.features is not None:
-            f = fid_change(fm.features, ev.features)
-            tests["fid"][n] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n, n_boot=f.n_boot)
-            k = paired_kid_change(ref_features, fm.features, ev.features, n_boot=n_boot, seed=seed,
-                                  device=stats_device)
-            tests["kid"][n] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n, n_boot=k.n_boot)
+        compare(fm, evals[n], tests["fmem"], tests["fid"], tests["kid"], n)
+        for suffix in CONTROL_KEYS:  # FM -> control, and control -> KTS (the effect beyond the budget)
+            control = f"{n} | {suffix}"
+            if control in evals:
+                compare(fm, evals[control], tests["fmem"], tests["fid"], tests["kid"], control)
+                compare(evals[control], evals[n], tests["fmem_vs_control"], tests["fid_vs_control"], None, control)
     by_tau = {f"{t:g}": n for t, n in zip(taus, tau_names)}
     if "0.6" in by_tau and abl[by_tau["0.6"]].features is not None:
         other = abl[by_tau["0.6"]].features
@@ -330,3 +409,47 @@ def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval]
                 tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n,
                                                      n_boot=f.n_boot)
     return tests
+
+
+@dataclass(frozen=True)
+class BudgetReading:
+    """What the budget controls say about one KTS configuration's F_mem effect (Mathematics §3.5).
+
+    Attributes:
+        reading: ``"no effect"`` (KTS does not change F_mem at ``alpha``), ``"phase structure"`` (KTS differs
+            from the constant gain of the same budget, or the renormalised schedule keeps the effect),
+            ``"time budget"`` (the constant gain does the same and the renormalised schedule loses it), or
+            ``"undecided"``.
+        why: one sentence with the tests behind it.
+    """
+
+    reading: str
+    why: str
+
+
+def budget_reading(tests: Mapping[str, Any], changes: Mapping[str, float], name: str, alpha: float = 0.05
+                   ) -> BudgetReading:
+    """Read the F_mem tests of ``name`` and its two controls (:func:`chapter_tests`); ``changes``: name -> paired
+    F_mem change against FM (fraction), for ``name`` and its controls."""
+    const, renorm = f"{name} | constant budget", f"{name} | renormalised"
+    p_kts, p_const, p_renorm = (tests["fmem"][n]["p"] for n in (name, const, renorm))
+    p_beyond = tests["fmem_vs_control"][const]["p"]
+
+    def same_way(n: str) -> bool:
+        return (changes[n] > 0) == (changes[name] > 0) and changes[n] != 0
+
+    def pct(n: str) -> str:
+        return f"{100 * changes[n]:+.1f} points (p = {tests['fmem'][n]['p']:.2g})"
+
+    tail = (f"KTS {pct(name)}, constant gain of the same budget {pct(const)}, renormalised to budget 1 "
+            f"{pct(renorm)}; KTS against the constant gain p = {p_beyond:.2g} (exact McNemar, paired).")
+    if p_kts >= alpha:
+        return BudgetReading("no effect", "KTS does not change F_mem at this resolution: " + tail)
+    if p_beyond < alpha:
+        return BudgetReading("phase structure", "KTS differs from the constant gain of its budget: " + tail)
+    if p_renorm < alpha and same_way(renorm):
+        return BudgetReading("phase structure", "the schedule keeps its effect at budget 1: " + tail)
+    if p_const < alpha and same_way(const) and p_renorm >= alpha:
+        return BudgetReading("time budget", "the constant gain of the same budget does the same and the schedule "
+                                            "at budget 1 does not: " + tail)
+    return BudgetReading("undecided", "the controls do not separate the readings: " + tail)
