@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from kpe_lib import (KTS, ConstantGain, RenormalisedGain, budget_controls, budget_matched_constant,
+from kpe_lib import (KTS, ConstantGain, matched_forms, phase_budgets, RenormalisedGain, budget_controls, budget_matched_constant,
                      discrete_time_budget, sample, time_budget, time_grid)
 from kpe_lib.models.guidance import gain_description
 from kpe_lib.shaping import LANDING_FORMS, LAUNCH_FORMS
@@ -151,3 +151,38 @@ def test_bad_arguments_name_the_parameter():
         discrete_time_budget(KTS(), time_grid(4), "rk45")
     with pytest.raises(ValueError, match="grid"):
         discrete_time_budget(KTS(), torch.tensor([0.0, 0.7, 0.5, 1.0]), "euler")
+
+
+def test_phase_budgets_match_quadrature_of_each_phase():
+    for launch in ("linear", "constant", "exponential"):
+        for landing in ("exponential", "linear", "constant"):
+            g = KTS(0.03, 0.02, tau_split=0.4, launch=launch, landing=landing, k=2.0)
+            add, remove = phase_budgets(g)
+            assert add == pytest.approx(time_budget(KTS(0.03, 0.0, tau_split=0.4, launch=launch, k=2.0)) - 1, rel=1e-9)
+            assert remove == pytest.approx(1 - time_budget(KTS(0.0, 0.02, tau_split=0.4, landing=landing, k=2.0)),
+                                           rel=1e-9)
+            assert time_budget(g) == pytest.approx(1 + add - remove, abs=1e-12)
+    with pytest.raises(ValueError, match="g must be a KTS gain"):
+        phase_budgets(ConstantGain(0.9))
+
+
+def test_matched_forms_keep_the_phase_budgets_of_the_reference():
+    like = KTS(0.01, 0.01)
+    for launch in ("linear", "constant", "exponential"):
+        for landing in ("exponential", "linear", "constant"):
+            g = matched_forms(like, launch, landing)
+            assert (g.launch, g.landing, g.tau_split, g.k) == (launch, landing, 0.6, 3.0)
+            assert phase_budgets(g) == pytest.approx(phase_budgets(like), rel=1e-12)
+            assert time_budget(g) == pytest.approx(time_budget(like), abs=1e-12)
+    same = matched_forms(like, "linear", "exponential")
+    assert (same.alpha0, same.beta0) == pytest.approx((0.01, 0.01), rel=1e-12)
+    lin = matched_forms(like, "linear", "linear")
+    assert lin.beta0 == pytest.approx(0.01 * 2 * (math.expm1(3) / 3 - 1)) and lin(1.0) == pytest.approx(1 - lin.beta0)
+    with pytest.raises(ValueError, match="launch must be one of"):
+        matched_forms(like, "cubic", "linear")
+    with pytest.raises(ValueError, match="landing must be one of"):
+        matched_forms(like, "linear", "cubic")
+    with pytest.raises(ValueError, match="like must be a KTS gain"):
+        matched_forms(ConstantGain(0.9), "linear", "linear")
+    with pytest.raises(ValueError, match="beta0"):  # an exponential landing cannot remove that much time
+        matched_forms(KTS(0.0, 0.5, landing="constant"), "linear", "exponential")

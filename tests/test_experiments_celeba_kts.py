@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kpe_lib import KTS
+from kpe_lib import KTS, ConstantGain, RenormalisedGain, phase_budgets
 from kpe_lib.energy_aware import late_power_threshold, mean_late_power
 from kpe_lib.experiments import celeba_kts as study
 from kpe_lib.experiments.celeba_kts import (SamplerSpec, paired_fid_change, paired_fmem_change, pareto_mask, run_config, subset,
@@ -195,10 +195,47 @@ def test_spec_holds_one_kts_gain():
     gain = KTS(0.01, 0.01, tau_split=0.4, launch="constant")
     spec = SamplerSpec("b", gain, solver="midpoint", nfe=50)
     assert spec.kts is gain and spec.tau_split == 0.4 and spec.n_steps == 25
-    assert spec.describe()["kts"] == {"alpha0": 0.01, "beta0": 0.01, "tau_split": 0.4, "launch": "constant",
-                                      "landing": "exponential", "k": 3.0}
-    with pytest.raises(ValueError, match="kts must be a KTS gain"):
+    assert spec.describe()["gain"] == {"alpha0": 0.01, "beta0": 0.01, "tau_split": 0.4, "launch": "constant",
+                                       "landing": "exponential", "k": 3.0}
+    assert spec.control is None and spec.budget == pytest.approx(1 + 0.01 * 0.4 - 0.01 * 0.6 * (np.expm1(3) / 3 - 1))
+    with pytest.raises(ValueError, match="gain must be a KTS, a ConstantGain or a RenormalisedGain"):
         SamplerSpec("b", (0.01, 0.01))
+    with pytest.raises(ValueError, match="RenormalisedGain of a KTS"):
+        SamplerSpec("b", RenormalisedGain(ConstantGain(0.9)))
+    with pytest.raises(ValueError, match="needs a KTS gain"):
+        SamplerSpec("b", ConstantGain(0.9), threshold=1.0)
+
+
+def test_budget_controls_are_configurations_with_the_kts_budget():
+    spec = SamplerSpec("balanced", KTS(0.01, 0.01), nfe=10)
+    const, renorm = study.control_specs(spec)
+    assert (const.name, renorm.name) == ("balanced | constant budget", "balanced | renormalised")
+    assert const.control == "constant budget" and renorm.control == "renormalised"
+    assert const.gain.eta == pytest.approx(spec.budget) and const.budget == pytest.approx(spec.budget)
+    assert renorm.budget == pytest.approx(1.0, abs=1e-12) and renorm.kts is spec.gain and const.kts is None
+    assert const.tau_split == renorm.tau_split == 0.6 and {const.group, renorm.group} == {"control"}
+    assert (const.nfe, const.solver) == (10, "euler")
+    main = study.main_specs({"balanced": [0.01, 0.01], "landing only": [0.0, 0.02]}, nfe=10, controls=True)
+    assert [s.name for s in main] == ["balanced", "balanced | constant budget", "balanced | renormalised",
+                                      "landing only", "landing only | constant budget", "landing only | renormalised"]
+    for bad in (SamplerSpec("fm"), const, SamplerSpec("ea", KTS(beta0=0.05), threshold=1.0)):
+        with pytest.raises(ValueError, match="no budget controls"):
+            study.control_specs(bad)
+
+
+def test_a_constant_field_moves_each_run_by_its_grid_budget():
+    # oracle: with v == c the Euler state ends at x0 + T_N c, T_N = sum_i eta(t_i) dt (Mathematics §3.5)
+    c = torch.full((1, 1, 2, 2), 0.7, dtype=F64)
+    x0 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    train = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    kts = SamplerSpec("landing only", KTS(beta0=0.02), nfe=20)
+    for spec in (kts, *study.control_specs(kts)):
+        ev = run_config(lambda x, t: c.expand_as(x), x0, spec, train, n_boot=10)
+        row = summary_row(ev, n_boot=10)
+        assert torch.allclose(ev.samples, x0 + row["budget_grid"] * c, atol=1e-12)
+        assert row["budget_grid"] == pytest.approx(spec.budget, abs=0.02)
+        assert row["eta1"] == pytest.approx(float(spec.gain(1.0)))
+    assert summary_row(ev, n_boot=10)["alpha0"] == 0.0  # the renormalised control reports its KTS's parameters
 
 
 # --- the chapter's runs, tables and figures (kpe_lib.experiments.celeba_kts.runs / tables / figures) ---
@@ -225,9 +262,16 @@ def test_spec_builders_name_the_main_table_runs():
     assert [s.tau_split for s in taus] == [0.2, 0.6, 0.8] and {s.group for s in taus} == {"tau_split"}
     forms = study.form_specs(nfe=10)
     assert len(forms) == 9 and forms["linear", "exponential"].name == "balanced"
+    assert forms["linear", "exponential"].gain == KTS(0.01, 0.01)
     assert forms["constant", "linear"].name == "constant/linear"
-    assert all((s.kts.launch, s.kts.landing) == pair and s.kts.alpha0 == s.kts.beta0 == 0.01
-               for pair, s in forms.items())
+    assert all((s.kts.launch, s.kts.landing) == pair for pair, s in forms.items())
+    # equal damping: every pair has balanced KTS's launch time, landing time and so its budget
+    assert all(phase_budgets(s.gain) == pytest.approx(phase_budgets(KTS(0.01, 0.01)), rel=1e-12)
+               for s in forms.values())
+    assert forms["constant", "linear"].gain.alpha0 == pytest.approx(0.005)
+    assert forms["constant", "linear"].gain.beta0 == pytest.approx(0.01 * 2 * (np.expm1(3) / 3 - 1))
+    two = study.form_specs(nfe=10, cells=[["linear", "exponential"], ["linear", "constant"]])
+    assert list(two) == [("linear", "exponential"), ("linear", "constant")]
     cfg = study.unet_config(8, (1, 2), (1,), 1, 0.1)
     assert cfg == {"kind": "unet", "in_channels": 1, "width": 8, "channel_mult": [1, 2], "attn_levels": [1],
                    "num_res_blocks": 1, "dropout": 0.1}
@@ -404,15 +448,19 @@ def test_plane_table_keeps_configurations_with_a_fid():
     assert plane.loc["c", "fmem_pct"] == 20.0 and plane.loc["c", "fmem_se"] == 1.0
 
 
-def metric_eval(fid, fmem, damped=None):
+def metric_eval(fid, fmem, damped=None, spec=None):
     return SimpleNamespace(fid=fid, memorization=SimpleNamespace(value=fmem, ci95=(fmem - 0.1, fmem + 0.1)),
                            kpe=torch.tensor([2.0, 4.0]), kpe_early=torch.tensor([1.0, 1.0]),
-                           kpe_late=torch.tensor([1.0, 3.0]), damped=damped)
+                           kpe_late=torch.tensor([1.0, 3.0]), damped=damped, samples=torch.zeros(2, 1),
+                           spec=spec or SamplerSpec("FM"))
 
 
 def test_chapter_metrics_convert_percent_to_fractions():
     main = ["balanced", "launch only", "landing only"]
-    evals = {n: metric_eval(10.0 + i, 0.5 - 0.1 * i) for i, n in enumerate(["FM", *main])}
+    specs = {"FM": SamplerSpec("FM"), **{s.name: s for s in study.main_specs(
+        {"balanced": [0.01, 0.01], "launch only": [0.02, 0.0], "landing only": [0.0, 0.02]}, nfe=10, controls=True)}}
+    evals = {n: metric_eval(10.0 + i, 0.5 - 0.1 * i, spec=specs[n]) for i, n in enumerate(["FM", *main])}
+    evals["balanced | constant budget"] = metric_eval(None, 0.45, spec=specs["balanced | constant budget"])
     abl = {**evals, "EA": metric_eval(None, 0.2, damped=torch.tensor([True, False, False, False]))}
     main_df = pd.DataFrame({"dfmem_pct": [-10.0, -20.0, -30.0], "dfmem_ci_lo_pct": [-20.0] * 3,
                             "dfmem_ci_hi_pct": [0.0] * 3, "dfid": [1.0, 2.0, 3.0], "dfid_ci_lo": [0.0] * 3,
@@ -423,16 +471,29 @@ def test_chapter_metrics_convert_percent_to_fractions():
     m = study.chapter_metrics(evals, abl, main_df, main_names=main, n_ablation=2, taus=[0.6], tau_names=["balanced"],
                               form_names={("linear", "exponential"): "balanced"}, solver_rows=rows, ea_names=["EA"],
                               steps_evals={10: evals["FM"]}, plane=plane, fid_real=3.0, fid_real_abl=4.0,
-                              kids={"FM": {"kid": 0.1, "kid_ci95": [0.0, 0.2]}}, tests={"fmem": {}})
+                              kids={"FM": {"kid": 0.1, "kid_ci95": [0.0, 0.2]},
+                                    "balanced | constant budget": {"kid": 0.3, "kid_ci95": [0.2, 0.4]}},
+                              tests={"fmem": {}}, fid_train_floor=9.0,
+                              auroc={"late": SimpleNamespace(auroc=0.8, ci_low=0.7, ci_high=0.9, n_pos=1, n_neg=1,
+                                                             n_boot=10)},
+                              testbed={"sigma": 0.07, "fmem_fm": 0.4, "fmem_kts": 0.3})
     assert m["fid_fm"] == 10.0 and m["fmem_kts"] == 0.4 and m["fmem_landing"] == pytest.approx(0.2)
+    assert m["n_samples"] == 2 and m["fid_train_floor"] == 9.0
+    assert m["time_budget_kts"] == pytest.approx(specs["balanced"].budget) and m["time_budget_launch"] > 1
+    assert m["fmem_kts_budget_constant"] == 0.45 and "fmem_kts_budget_renormalised" not in m
+    assert m["kid_kts_budget_constant"] == 0.3 and m["kid_kts_budget_constant_ci95"] == [0.2, 0.4]
+    assert m["late_kpe_auroc_trained"] == 0.8 and m["late_kpe_auroc_trained_ci95"] == [0.7, 0.9]
+    assert (m["testbed_sigma"], m["testbed_fmem_fm"], m["testbed_fmem_kts"]) == (0.07, 0.4, 0.3)
     assert m["dfmem_vs_fm"] == {"balanced": -0.1, "launch only": -0.2, "landing only": -0.3}
     assert m["dfmem_ci95_vs_fm"]["balanced"] == [-0.2, 0.0] and m["dfid_ci95_vs_fm"]["landing only"] == [0.0, 4.0]
     assert m["solver_grid"] == {"euler/4/uniform": {"fmem_fm": 0.5, "fmem_kts": 0.25, "change": -0.25,
                                                     "change_ci95": [-0.5, 0.0]}}
     assert m["energy_aware"]["EA"]["damped"] == 0.25 and m["energy_aware"]["EA"]["kpe_late"] == 2.0
     assert m["main"]["FM"] == study.config_metrics(evals["FM"]) == {
-        "fid": 10.0, "fmem": 0.5, "fmem_ci95": [0.4, 0.6], "kpe": 3.0, "kpe_early": 1.0, "kpe_late": 2.0}
-    assert m["tau_sweep"] == {"0.6": {"fid": 11.0, "fmem": 0.4}} and m["forms"]["linear/exponential"]["fid"] == 11.0
+        "fid": 10.0, "fmem": 0.5, "fmem_ci95": [0.4, 0.6], "kpe": 3.0, "kpe_early": 1.0, "kpe_late": 2.0,
+        "time_budget": 1.0, "eta1": 1.0}
+    assert m["tau_sweep"] == {"0.6": {"fid": 11.0, "fmem": 0.4, "time_budget": specs["balanced"].budget}}
+    assert m["forms"]["linear/exponential"]["fid"] == 11.0 and m["forms"]["linear/exponential"]["beta0"] == 0.01
     assert m["pareto_front"] == ["FM"] and "verdicts" not in m and m["tests"] == {"fmem": {}}
     assert m["kid_fm"] == 0.1 and m["kid_fm_ci95"] == [0.0, 0.2] and "kid_kts" not in m and m["kid_ablation"] == {}
     assert m["fmem_vs_steps"] == {"10": 0.5} and m["ablation_n_samples"] == 2 and m["fid_real_baseline"] == 3.0
@@ -484,7 +545,8 @@ def test_chapter_tests_back_every_scoreboard_row():
     real = torch.randn(12, 6, generator=g, dtype=torch.float64)
     ref = FrechetReference.from_stats(feature_statistics(real))
     mem = {"FM": [1, 1, 1, 1, 1, 0, 1, 0], "balanced": [0, 0, 0, 1, 0, 0, 0, 0],
-           "launch only": [1, 1, 1, 1, 0, 0, 1, 0], "landing only": [0, 0, 0, 0, 0, 0, 0, 0]}
+           "launch only": [1, 1, 1, 1, 0, 0, 1, 0], "landing only": [0, 0, 0, 0, 0, 0, 0, 0],
+           "balanced | constant budget": [1, 1, 0, 1, 0, 0, 1, 0], "landing only | constant budget": [0] * 8}
     evals = {n: SimpleNamespace(memorization=SimpleNamespace(memorized=torch.tensor(flags, dtype=torch.bool)),
                                 features=torch.randn(8, 6, generator=g, dtype=torch.float64) + i)
              for i, (n, flags) in enumerate(mem.items())}
@@ -502,13 +564,20 @@ def test_chapter_tests_back_every_scoreboard_row():
     assert tests["fid"]["landing only"]["ci95"] == pytest.approx(list(f.ci))
     k = paired_kid_change(real, evals["FM"].features, evals["launch only"].features, n_boot=50, seed=3)
     assert tests["kid"]["launch only"]["p"] == k.pvalue
-    assert set(tests["fid"]) == {*main, "tau_0.2"} and tests["fid"]["tau_0.2"]["n"] == 6  # no features at 0.8
+    assert set(tests["fid"]) == {*main, "balanced | constant budget", "landing only | constant budget", "tau_0.2"}
+    assert tests["fid"]["tau_0.2"]["n"] == 6  # no features at 0.8
+    beyond = mcnemar_exact(mem["balanced | constant budget"], mem["balanced"])  # control -> KTS, paired
+    assert tests["fmem_vs_control"]["balanced | constant budget"]["p"] == beyond.pvalue
+    assert set(tests["fmem_vs_control"]) == {"balanced | constant budget", "landing only | constant budget"}
+    assert "balanced | constant budget" in tests["fid_vs_control"] and "kid" not in tests["fid_vs_control"]
     kids = study.kid_metrics(real, evals, ["FM", "balanced"], n_boot=50, seed=3)
     assert kids["FM"]["kid"] == pytest.approx(kid_with_ci(real, evals["FM"].features, n_boot=50, seed=3).value)
     metrics = {"fmem_fm": 0.75, "fmem_kts": 0.125, "fmem_launch": 0.625, "fmem_landing": 0.0,
                "fid_fm": 1.0, "fid_kts": 2.0, "fid_launch": 3.0, "fid_landing": 4.0, "kid_fm": 0.1, "kid_kts": 0.2,
                "kid_launch": 0.3, "kid_landing": 0.4, "tau_sweep": {"0.2": {"fid": 5.0}, "0.6": {"fid": 2.0}},
-               "tests": tests}
+               "fmem_kts_budget_constant": 0.5, "fmem_landing_budget_constant": 0.0,
+               "testbed": {"main": {n: {"fmem": float(np.mean(mem[n]))} for n in ("FM", "balanced", "landing only")}},
+               "tests": {**tests, "testbed": {"fmem": tests["fmem"]}}}
     rows = [r for r in ROWS if r.chapter == "04_celeba_kts"]
     judged = dict(zip([r.metric for r in rows], judge_rows(rows, {"04_celeba_kts": (metrics, {})})))
     untested = [m for m, j in judged.items() if j.verdict in ("untested", "not run")]
@@ -531,7 +600,7 @@ def test_each_paired_fid_bootstrap_runs_once_for_the_tables_and_the_tests(monkey
         evals[n].memorization.memorized[:] = torch.tensor(f, dtype=torch.bool)
         evals[n].spec, evals[n].damped = SamplerSpec(n, nfe=10), None
         evals[n].kpe = evals[n].kpe_early = evals[n].kpe_late = torch.ones(8)
-        evals[n].fid, evals[n].samples = 1.0, torch.zeros(8, 1, 2, 2)
+        evals[n].fid, evals[n].samples, evals[n].grid = 1.0, torch.zeros(8, 1, 2, 2), torch.linspace(0, 1, 11)
     calls = []
     real_change = FrechetReference.paired_change
 
@@ -593,3 +662,66 @@ def test_configurations_do_not_depend_on_the_sample_batch(tiny_unet):
         assert 0 < int(whole.damped.sum()) < 6  # the last rule damps some paths, not all
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         run_config(unet, x0, specs[0], train, batch_size=0)
+
+
+def reading_tests(p_kts, p_const, p_renorm, p_beyond):
+    def rec(p):
+        return {"p": p}
+    return {"fmem": {"b": rec(p_kts), "b | constant budget": rec(p_const), "b | renormalised": rec(p_renorm)},
+            "fmem_vs_control": {"b | constant budget": rec(p_beyond)}}
+
+
+@pytest.mark.parametrize("ps, changes, reading", [
+    ((0.5, 0.01, 0.01, 0.01), (-0.1, -0.1, -0.1), "no effect"),
+    ((0.001, 0.4, 0.3, 0.01), (-0.2, -0.02, -0.05), "phase structure"),     # KTS beats its constant gain
+    ((0.001, 0.3, 0.002, 0.5), (-0.2, -0.03, -0.15), "phase structure"),    # the effect survives budget 1
+    ((0.001, 0.002, 0.6, 0.7), (-0.2, -0.18, -0.01), "time budget"),        # the constant gain does it all
+    ((0.001, 0.2, 0.2, 0.2), (-0.2, -0.1, -0.1), "undecided"),
+    ((0.001, 0.3, 0.002, 0.5), (-0.2, -0.03, +0.15), "undecided"),          # budget 1 reverses the effect
+])
+def test_budget_reading_follows_the_controls(ps, changes, reading):
+    ch = dict(zip(["b", "b | constant budget", "b | renormalised"], changes))
+    r = study.budget_reading(reading_tests(*ps), ch, "b")
+    assert r.reading == reading and "constant gain of the same budget" in r.why
+
+
+def test_testbed_sweep_copies_at_sigma_zero_and_not_for_wide_atoms():
+    # two far atoms: sigma = 0 is the empirical closed form (every sample a copy), a wide atom lands between
+    train = torch.stack([torch.full((1, 2, 2), -3.0), torch.full((1, 2, 2), 3.0)])
+    x0 = torch.randn(40, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    sweep = study.sigma_sweep(train, x0, [0.0, 6.0], nfe=40, n_boot=20)
+    assert list(sweep) == [0.0, 6.0] and sweep[0.0].memorization.value == 1.0
+    assert sweep[6.0].memorization.value < 0.2 and sweep[0.0].spec.group == "testbed"
+    assert study.pick_sigma(sweep, 0.9) == 0.0 and study.pick_sigma(sweep, 0.0) == 6.0
+    field = study.testbed_velocity(train, 0.5)
+    assert torch.allclose(field(x0[:3], torch.tensor(1.0)), x0[:3])  # finite at t = 1, where v = x
+    for bad in ([], [0.1, 0.1], [-0.1], [float("nan")]):
+        with pytest.raises(ValueError, match="sigmas must be distinct finite widths"):
+            study.sigma_sweep(train, x0, bad, nfe=4)
+    with pytest.raises(ValueError, match="target must be a fraction"):
+        study.pick_sigma(sweep, 37.0)
+    with pytest.raises(ValueError, match="sweep is empty"):
+        study.pick_sigma({}, 0.3)
+
+
+def test_new_figures_draw_from_computed_values(setting):
+    import matplotlib.pyplot as plt
+
+    train, x0, v, _ = setting
+    fm = run_config(v, x0, SamplerSpec("FM", nfe=10), train, n_boot=20)
+    fm.fid = 50.0
+    figs = [study.regime_figure([5, 10], {5: fm, 10: fm}, np.linspace(1, 0.5, 10), 6, 0.5, fid_train_floor=40.0,
+                                fid_real_floor=30.0, n_show=4),
+            study.testbed_figure({0.0: fm, 0.1: fm}, 0.1, 37.34, 0.5, n_show=4)]
+    specs = [SamplerSpec("FM"), *study.main_specs({"balanced": [0.01, 0.01]}, nfe=10, controls=True)]
+    evals = {s.name: run_config(v, x0, s, train, n_boot=20) for s in specs}
+    df = study.summary_table(list(evals), evals, FrechetReference.from_stats(
+        feature_statistics(torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=F64))), n_boot=20)
+    figs.append(study.budget_figure(df, ["balanced"]))
+    assert len(figs[-1].axes) == 1  # no FIDs: the F_mem panel alone
+    tau = df.loc[["balanced"]].assign(tau_split_value=[0.6])
+    figs.append(study.tau_budget_figure(tau))
+    assert any(ax.get_title().startswith("step 5: F_mem 100%, FID 50") for ax in figs[0].axes)
+    assert "sigma = 0.1" in figs[1].axes[1].get_title()
+    for fig in figs:
+        plt.close(fig)

@@ -44,7 +44,7 @@ IMAGENET_NOTE = ("paper: SiT-XL/2 ImageNet-256 with CLIP; cpu scale: class-condi
                  "CIFAR-10 classifier's log p(y|x) / logit margin (Mathematics §5.6 analogue), so units differ and "
                  "only directions are compared")
 CELEBA_NOTE = ("paper: n = 1,024, 10k samples, FID vs CelebA test; cpu scale: a training set of tens of images, "
-               "tens of samples on one shared noise, FID/KID vs a few hundred test images of the local subset "
+               "hundreds of samples on one shared noise, FID/KID vs a few hundred test images of the local subset "
                "(exact counts in chapter 4's protocol): magnitudes are compared only at the paper's protocol")
 CIFAR_NOTE = ("paper: model, k and bandwidth not public; here the chapter's UNet, k = 5 and a bandwidth from the "
               "median 5-NN distance; the paper names VAE latents among its strongest spaces, so the VAE latent is "

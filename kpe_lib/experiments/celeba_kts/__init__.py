@@ -11,6 +11,8 @@ starts from the *same* noise, differences between configurations are paired.
   solver x NFE x grid, energy-aware landings);
 - :mod:`~kpe_lib.experiments.celeba_kts.tables`: FIDs with their protocol, summary tables, the FID-F_mem
   plane, the metrics and protocol of the results file;
+- :mod:`~kpe_lib.experiments.celeba_kts.readings`: the paired tests behind the scoreboard rows and what the
+  budget controls say (shaping or stopping short);
 - :mod:`~kpe_lib.experiments.celeba_kts.testbed`: the training-free smoothed-empirical testbed at the paper's
   size;
 - :mod:`~kpe_lib.experiments.celeba_kts.figures`: the chapter's figures.
@@ -32,9 +34,10 @@ from kpe_lib.experiments.celeba_kts.runs import (EnergyAwareRuns, EnergySplit, S
                                                  main_specs,
                                                  run_configs, run_energy_aware, run_solver_grid, sampling_velocity,
                                                  tau_specs, train_checkpoints, unet_config)
-from kpe_lib.experiments.celeba_kts.tables import (BudgetReading, budget_reading, CONFIG_KEYS, CONTROL_KEYS, EA_COLUMNS, FORM_COLUMNS,
+from kpe_lib.experiments.celeba_kts.readings import BudgetReading, budget_reading, chapter_tests
+from kpe_lib.experiments.celeba_kts.tables import (CONFIG_KEYS, CONTROL_KEYS, EA_COLUMNS, FORM_COLUMNS,
                                                    MAIN_COLUMNS, SUBSET_COLUMNS, TAU_COLUMNS, FidBench, chapter_metrics,
-                                                   chapter_protocol, chapter_tests, config_metrics, damping_rows,
+                                                   chapter_protocol, config_metrics, damping_rows,
                                                    detector_record, kid_metrics,
                                                    plane_table, select_columns,
                                                    steps_table, summary_table)

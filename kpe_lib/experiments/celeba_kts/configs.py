@@ -281,7 +281,7 @@ class PairedFidChanges:
     """Paired FID bootstraps ``FID(other) - FID(base)`` against one reference, each pair computed once.
 
     The chapter needs the same pair more than once: a table's ``dfid`` column and the scoreboard test of the
-    same configuration (:func:`~kpe_lib.experiments.celeba_kts.tables.chapter_tests`), and the ablations'
+    same configuration (:func:`~kpe_lib.experiments.celeba_kts.readings.chapter_tests`), and the ablations'
     reference table when the ablations use every sample (then they hold the main table's evaluations
     themselves). At the paper scale one bootstrap costs minutes, so :meth:`change` keeps every result,
     keyed by the identity of the two feature tensors (which it holds, so an identity is never reused).

@@ -124,7 +124,8 @@ def energy_split_figure(fm_ev: ConfigEval, kts_ev: ConfigEval, split: EnergySpli
 
 def budget_figure(main_df: pd.DataFrame, main_names: Sequence[str]) -> Figure:
     """Each KTS configuration beside its two budget controls (Mathematics §3.5): paired change of F_mem
-    (points, 95% interval) and, where computed, of FID against FM, with the time budget on each bar."""
+    (points, 95% interval) and, where computed, of FID against FM; under each group the KTS gain's time budget
+    T, which the constant control shares (the renormalised one has T = 1)."""
     groups = [[n, f"{n} | constant budget", f"{n} | renormalised"] for n in main_names]
     has_fid = "dfid" in main_df.columns
     fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(11 if has_fid else 6, 3.6), squeeze=False)
@@ -140,16 +141,15 @@ def budget_figure(main_df: pd.DataFrame, main_names: Sequence[str]) -> Figure:
                 x = g + (j - 1) * 0.27
                 ax.bar(x, r[col], width=0.25, color=colors[kind], label=kind if g == 0 else None)
                 ax.errorbar(x, r[col], yerr=[[r[col] - r[lo]], [r[hi] - r[col]]], color="0.2", capsize=2, lw=1)
-                ax.annotate(f"T={r['budget']:.3f}", (x, 0), xytext=(0, -2 if r[col] >= 0 else 2),
-                            textcoords="offset points", ha="center", va="top" if r[col] >= 0 else "bottom",
-                            fontsize=6, rotation=90, color="0.25")
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.set_xticks(range(len(groups)), list(main_names))
+        ax.set_xticks(range(len(groups)), [f"{n}\nT = {main_df.loc[n, 'budget']:.3f}" if n in main_df.index else n
+                                           for n in main_names])
+        ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     n = int(main_df.loc["FM", "n_samples"]) if "FM" in main_df.index else None
-    fig.suptitle(f"KTS and its budget controls, paired against FM on the same {n} samples "
-                 "(T: time budget)", fontsize=9)
+    fig.suptitle(f"KTS and its budget controls, paired against FM on the same {n} samples (T: the time budget of "
+                 "KTS and of its constant control; the renormalised control has T = 1)", fontsize=9)
     fig.tight_layout()
     return fig
 

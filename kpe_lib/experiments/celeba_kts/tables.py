@@ -22,8 +22,8 @@ from kpe_lib.training import TrainResult
 
 __all__ = ["FidBench", "summary_table", "select_columns", "MAIN_COLUMNS", "SUBSET_COLUMNS", "TAU_COLUMNS",
            "FORM_COLUMNS", "EA_COLUMNS", "steps_table", "damping_rows", "plane_table", "config_metrics",
-           "chapter_metrics", "chapter_protocol", "kid_metrics", "chapter_tests", "CONFIG_KEYS", "CONTROL_KEYS",
-           "detector_record", "BudgetReading", "budget_reading"]
+           "chapter_metrics", "chapter_protocol", "kid_metrics", "CONFIG_KEYS", "CONTROL_KEYS",
+           "detector_record"]
 
 _CHANGES = ["dfmem_pct", "dfmem_ci_lo_pct", "dfmem_ci_hi_pct"]
 _FID = ["fid", "dfid", "dfid_ci_lo", "dfid_ci_hi"]
@@ -98,7 +98,7 @@ def summary_table(names: Sequence[str], evals: Mapping[str, ConfigEval], referen
     ``stats_device`` runs its bootstrap in torch there, None in numpy on the CPU).
 
     ``changes`` (built with the same ``n_boot`` and ``seed``) keeps the FID bootstraps, so a pair asked for
-    again, here or by :func:`chapter_tests`, is not recomputed; None: a fresh one for this table.
+    again, here or by :func:`~kpe_lib.experiments.celeba_kts.readings.chapter_tests`, is not recomputed; None: a fresh one for this table.
     """
     changes = _changes(changes, reference, n_boot, seed, stats_device)
     rows = []
@@ -139,7 +139,7 @@ def steps_table(runs: Mapping[int, TrainResult], steps_evals: Mapping[int, Confi
         row = {"steps": s, "loss (last 50)": float(np.mean(runs[s].losses[-50:])), "F_mem %": 100 * e.memorization.value,
                "95% CI": "[{:.1f}, {:.1f}]".format(*(100 * np.array(e.memorization.ci95))),
                "KPE (mean)": float(e.kpe.mean()), "late KPE (mean)": float(e.kpe_late.mean())}
-        if e.fid is not None:
+        if getattr(e, "fid", None) is not None:
             row["FID"] = e.fid
             if fid_floor is not None:
                 row["FID / copier floor"] = e.fid / fid_floor
@@ -227,7 +227,7 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
         fid_real, fid_real_abl: the real-image FID floors (None when not computed).
         fid_train_floor: FID of as many draws of the *training* images as samples (the copier's floor).
         kids, kids_abl: :func:`kid_metrics` of the main table and of the ablations (new keys ``kid_*``).
-        tests: :func:`chapter_tests`, stored under ``"tests"`` for the scoreboard rows.
+        tests: :func:`~kpe_lib.experiments.celeba_kts.readings.chapter_tests`, stored under ``"tests"`` for the scoreboard rows.
         auroc: ``{"late": DetectorResult, "total": DetectorResult}`` of KPE detecting FM's memorised samples.
         testbed: the smoothed-empirical testbed's record (``sigma``, ``fmem_fm``, ``fmem_kts``, ...).
     """
@@ -280,7 +280,7 @@ def chapter_metrics(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEva
         "fmem_vs_steps": {str(s): e.memorization.value for s, e in steps_evals.items()},
         "regime": {str(s): {"fmem": e.memorization.value, "fid": e.fid, "n_samples": int(e.samples.shape[0]),
                             "kid": (regime_kids or {}).get(s, {}).get("kid")} for s, e in steps_evals.items()},
-        "main": {n: config_metrics(evals[n]) for n in main_df.index},
+        "main": {n: config_metrics(evals[n]) for n in dict.fromkeys(["FM", *main_df.index])},
         "pareto_front": [n for n in plane.index if plane.loc[n, "pareto"]],
         "kid_main": dict(kids), "kid_ablation": dict(kids_abl),
     })
@@ -347,109 +347,3 @@ def kid_metrics(ref_features: torch.Tensor | np.ndarray, evals: Mapping[str, Con
             k = kid_with_ci(ref_features, evals[n].features, n_boot=n_boot, seed=seed, device=stats_device)
             out[n] = {"kid": float(k.value), "kid_ci95": [float(k.ci[0]), float(k.ci[1])]}
     return out
-
-
-def chapter_tests(evals: Mapping[str, ConfigEval], abl: Mapping[str, ConfigEval], reference: FrechetReference,
-                  ref_features: torch.Tensor | np.ndarray, *, main_names: Sequence[str], taus: Sequence[float],
-                  tau_names: Sequence[str], evidence: Any, n_boot: int = 1000, seed: int = 0,
-                  stats_device: str | None = None, changes: PairedFidChanges | None = None
-                  ) -> dict[str, dict[str, Any]]:
-    """The tests behind the chapter's scoreboard rows (``metrics["tests"]``), all paired on the shared noise.
-
-    - ``fmem.<name>``: exact McNemar of FM's vs the configuration's memorised flags; ci95 the paired bootstrap
-      interval of the change (:func:`~kpe_lib.experiments.celeba_kts.configs.paired_fmem_change`, same seed),
-      for every KTS configuration and for each of its budget controls present in ``evals``;
-    - ``fmem_vs_control.<control>`` / ``fid_vs_control.<control>``: the same tests from a budget control
-      (``"<name> | constant budget"``, ``"<name> | renormalised"``) to its KTS configuration: what the phase
-      structure does beyond the time budget;
-    - ``fid.<name>``: :meth:`FrechetReference.paired_change` of FM -> the configuration (same resamples and
-      interval as the table's ``dfid``);
-    - ``kid.<name>``: :func:`kpe_lib.metrics.paired_kid_change` of FM -> the configuration;
-    - ``fid.tau_<tau>``: paired FID change from the tau configuration to tau_split = 0.6 on the ablation
-      subset (only where both have features).
-
-    ``evidence`` writes each record (the book's :func:`kpe_lib.book.verdicts.evidence`, passed in by the chapter
-    because the study layer does not import the book machinery). ``changes``: the FID bootstraps the tables
-    computed already (:func:`summary_table`), reused for the same pairs instead of being run again.
-    """
-    from kpe_lib.experiments.celeba_kts.configs import paired_fmem_change
-    from kpe_lib.metrics import mcnemar_exact, paired_kid_change
-
-    fid_change = _changes(changes, reference, n_boot, seed, stats_device).change
-
-    def compare(base: ConfigEval, ev: ConfigEval, fmem: dict, fid: dict | None, kid: dict | None, name: str) -> None:
-        mc = mcnemar_exact(base.memorization.memorized, ev.memorization.memorized)
-        d = paired_fmem_change(base.memorization, ev.memorization, n_boot=n_boot, seed=seed)
-        fmem[name] = evidence("exact McNemar", p=mc.pvalue, ci95=[float(d.ci[0]), float(d.ci[1])], n=mc.n,
-                              ci="paired bootstrap", n01=int(mc.n01), n10=int(mc.n10))
-        if base.features is not None and ev.features is not None:
-            f = fid_change(base.features, ev.features)
-            fid[name] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n, n_boot=f.n_boot)
-            if kid is not None:
-                k = paired_kid_change(ref_features, base.features, ev.features, n_boot=n_boot, seed=seed,
-                                      device=stats_device)
-                kid[name] = evidence("paired bootstrap", p=k.pvalue, ci95=list(k.ci), n=k.n, n_boot=k.n_boot)
-
-    fm = evals["FM"]
-    tests: dict[str, dict[str, Any]] = {"fmem": {}, "fid": {}, "kid": {}, "fmem_vs_control": {},
-                                        "fid_vs_control": {}}
-    for n in main_names:
-        compare(fm, evals[n], tests["fmem"], tests["fid"], tests["kid"], n)
-        for suffix in CONTROL_KEYS:  # FM -> control, and control -> KTS (the effect beyond the budget)
-            control = f"{n} | {suffix}"
-            if control in evals:
-                compare(fm, evals[control], tests["fmem"], tests["fid"], tests["kid"], control)
-                compare(evals[control], evals[n], tests["fmem_vs_control"], tests["fid_vs_control"], None, control)
-    by_tau = {f"{t:g}": n for t, n in zip(taus, tau_names)}
-    if "0.6" in by_tau and abl[by_tau["0.6"]].features is not None:
-        other = abl[by_tau["0.6"]].features
-        for t, n in by_tau.items():
-            if t != "0.6" and abl[n].features is not None:
-                f = fid_change(abl[n].features, other)
-                tests["fid"][f"tau_{t}"] = evidence("paired bootstrap", p=f.pvalue, ci95=list(f.ci), n=f.n,
-                                                     n_boot=f.n_boot)
-    return tests
-
-
-@dataclass(frozen=True)
-class BudgetReading:
-    """What the budget controls say about one KTS configuration's F_mem effect (Mathematics §3.5).
-
-    Attributes:
-        reading: ``"no effect"`` (KTS does not change F_mem at ``alpha``), ``"phase structure"`` (KTS differs
-            from the constant gain of the same budget, or the renormalised schedule keeps the effect),
-            ``"time budget"`` (the constant gain does the same and the renormalised schedule loses it), or
-            ``"undecided"``.
-        why: one sentence with the tests behind it.
-    """
-
-    reading: str
-    why: str
-
-
-def budget_reading(tests: Mapping[str, Any], changes: Mapping[str, float], name: str, alpha: float = 0.05
-                   ) -> BudgetReading:
-    """Read the F_mem tests of ``name`` and its two controls (:func:`chapter_tests`); ``changes``: name -> paired
-    F_mem change against FM (fraction), for ``name`` and its controls."""
-    const, renorm = f"{name} | constant budget", f"{name} | renormalised"
-    p_kts, p_const, p_renorm = (tests["fmem"][n]["p"] for n in (name, const, renorm))
-    p_beyond = tests["fmem_vs_control"][const]["p"]
-
-    def same_way(n: str) -> bool:
-        return (changes[n] > 0) == (changes[name] > 0) and changes[n] != 0
-
-    def pct(n: str) -> str:
-        return f"{100 * changes[n]:+.1f} points (p = {tests['fmem'][n]['p']:.2g})"
-
-    tail = (f"KTS {pct(name)}, constant gain of the same budget {pct(const)}, renormalised to budget 1 "
-            f"{pct(renorm)}; KTS against the constant gain p = {p_beyond:.2g} (exact McNemar, paired).")
-    if p_kts >= alpha:
-        return BudgetReading("no effect", "KTS does not change F_mem at this resolution: " + tail)
-    if p_beyond < alpha:
-        return BudgetReading("phase structure", "KTS differs from the constant gain of its budget: " + tail)
-    if p_renorm < alpha and same_way(renorm):
-        return BudgetReading("phase structure", "the schedule keeps its effect at budget 1: " + tail)
-    if p_const < alpha and same_way(const) and p_renorm >= alpha:
-        return BudgetReading("time budget", "the constant gain of the same budget does the same and the schedule "
-                                            "at budget 1 does not: " + tail)
-    return BudgetReading("undecided", "the controls do not separate the readings: " + tail)
