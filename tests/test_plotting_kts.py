@@ -61,3 +61,11 @@ def test_heatmap_bars_and_neighbor_pairs():
     with pytest.raises(ValueError):
         neighbor_pairs(s, s[:2], [True, False])
     plt.close("all")
+
+
+def test_form_heatmap_marks_cells_not_run_and_keeps_text_readable():
+    ax = form_heatmap(np.array([[0.0, np.nan], [-8.0, 8.0]]), ["a", "b"], ["x", "y"], min_span=1.0)
+    texts = {t.get_text(): t.get_color() for t in ax.texts}
+    assert texts["not run"] == "black" and texts["0.0"] == "black"
+    assert texts["-8.0"] == texts["8.0"] == "white"  # the saturated ends of the diverging map
+    plt.close(ax.figure)
