@@ -4,6 +4,11 @@ Serves the HTML folder (env ``KPE_BOOK_HTML``, default ``<repo>/_build/html``) o
 opens each page in headless Debian Chromium driven by Playwright (its bundled driver; no browser
 download: ``executable_path`` points at ``/usr/bin/chromium`` or env ``KPE_CHROMIUM``).
 
+Every page is opened at two window widths (:data:`WIDTHS`, 1,000 and 1,400 px) and checked as a reader meets
+it: nothing in the article runs past the text column or scrolls sideways (code, outputs, tables, maths), the
+numbered chapters carry the same number in their title and in the sidebar, and a full-page screenshot of each
+page is kept as a test artifact in ``KPE_SCREENSHOTS`` (default ``<html>/../screenshots/<width>/``).
+
 Skipped with a reason when there is no built book, no Chromium or no Playwright, unless
 ``KPE_REQUIRE_BROWSER=1`` (set by ``make test``), which turns those skips into failures.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -37,6 +43,34 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 TIMEOUT_MS = 120_000  # generous: a loaded 2-core machine renders MathJax slowly
 # Console messages that are not errors of the book. Keep this list narrow and explained.
 IGNORED_CONSOLE = ()
+WIDTHS = (1000, 1400)  # window widths in CSS px: a laptop beside another window, a desktop
+SHOTS = Path(os.environ.get("KPE_SCREENSHOTS", HTML.parent / "screenshots"))
+NUMBERED = re.compile(r"book/chapters/0([1-5])_")  # the "Chapters" part of _toc.yml: numbered 1 to 5
+
+# Elements of the article that run past its right edge, or scroll sideways (MathJax's hidden copy for screen
+# readers and zero-size or collapsed elements are not seen by a reader and are skipped).
+OVERFLOW_JS = """() => {
+  const art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const limit = art.getBoundingClientRect().right + 2;
+  const out = [];
+  for (const el of art.querySelectorAll('*')) {
+    if (el.closest('mjx-assistive-mml')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden') continue;
+    const scrolls = ['auto', 'scroll'].includes(cs.overflowX) && el.scrollWidth > el.clientWidth + 2;
+    if (r.right > limit || scrolls) {
+      const text = (el.textContent || '').trim().slice(0, 60);
+      out.push(`${el.tagName.toLowerCase()}.${el.className}: ${scrolls ? 'scrolls ' + el.scrollWidth + ' > '
+                + el.clientWidth : 'right ' + Math.round(r.right) + ' > ' + Math.round(limit)} px ("${text}")`);
+      if (out.length >= 8) break;
+    }
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1)
+    out.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${window.innerWidth} px`);
+  return out;
+}"""
 
 
 def _unavailable() -> str | None:
@@ -98,9 +132,11 @@ def test_book_lists_pages():
     assert chapters, f"no executed chapter pages under {HTML / 'book/chapters'}"
 
 
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("page_path", _pages() or ["index.html"])
-def test_page_renders(server, browser, page_path):
+def test_page_renders(server, browser, page_path, width):
     page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
     console_errors, failed = [], []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(f"uncaught: {e}"))
@@ -130,5 +166,24 @@ def test_page_renders(server, browser, page_path):
         assert not failed, f"{page_path}: failed requests: {failed}"
         errors = [m for m in console_errors if not any(s in m for s in IGNORED_CONSOLE)]
         assert not errors, f"{page_path}: console errors: {errors}"
+        shot = SHOTS / str(width) / (page_path.replace("/", "_").removesuffix(".html") + ".png")
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        overflow = page.evaluate(OVERFLOW_JS)
+        assert not overflow, f"{page_path} at {width} px: content wider than the page: {overflow}"
+        numbered = NUMBERED.match(page_path)
+        if numbered:
+            _check_numbering(page, page_path, numbered.group(1))
+            assert page.locator("article img").count(), f"{page_path}: a chapter without a figure"
     finally:
         page.close()
+
+
+def _check_numbering(page, page_path: str, number: str) -> None:
+    """The chapter's title and its sidebar entry both start with ``<number>.``."""
+    title = page.locator("article h1").first.inner_text().strip()
+    assert title.startswith(f"{number}."), f"{page_path}: title {title!r} is not numbered {number}."
+    links = page.locator("nav.bd-docs-nav a.current")  # the sidebar marks the page being read
+    assert links.count(), f"{page_path}: no sidebar entry"
+    entry = links.first.inner_text().strip()
+    assert entry.startswith(f"{number}."), f"{page_path}: sidebar entry {entry!r} is not numbered {number}."

@@ -153,3 +153,17 @@ def test_every_chapter_opens_with_the_chapter_context(source):
     for copied in ("torch.set_num_threads", "check_parameters(", "set_book_style()", "def stage(",
                    "write_results(\"", "KPE_PROGRESS"):
         assert copied not in text, f"{source.name} still copies the set-up: {copied}"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_ends_with_its_meaning_and_a_rerun_box(source):
+    """Issue 20: a reader finishes a chapter with "what this means" and the exact commands to re-run it."""
+    text = source.read_text(encoding="utf-8")
+    box = text[text.rindex(":::{admonition} Re-run this chapter"):]
+    num = source.stem[:2]
+    for scale, device in (("cpu", ""), ("gpu", " --device cuda"), ("paper", " --device cuda")):
+        assert f"python -m kpe_lib run {num} --scale {scale}{device}`" in box, (source.name, scale)
+    assert box.rstrip().endswith(":::"), f"{source.name}: the re-run box is not the chapter's last block"
+    if source.stem != "06_bring_your_own_model":  # a how-to page, not a test of the paper
+        assert "\n## What this means\n" in text and text.index("## What this means") < text.rindex(":::{admonition}")
+    assert not re.search(r"^# \d+\.", text, re.M), f"{source.name}: the book numbers chapters (_toc.yml), not titles"

@@ -195,6 +195,14 @@ def test_parameters_cell_is_read_once_and_bad_lines_fail_loudly(tmp_path):
     set_param(root, "smoke", tiny_value=7)
     report = runner.run_chapters(root=root, scale="smoke", out=tmp_path / "out", log=lambda m: None)
     assert report.ok and "value=7" in outputs_text(report.runs[0].notebook)
+    # one listing on the page: the chapter's own cell, collapsed, showing the value the run was given
+    cells = nbformat.read(str(report.runs[0].notebook), as_version=4).cells
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "hide-cell" in params[0].metadata["tags"]
+    assert "tiny_value = 7  # default (here = 1)" in params[0].source
+    assert "smoke scale" in params[0].metadata["mystnb"]["code_prompt_show"]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     source.write_text(TINY.replace("tiny_value = 1", "tiny_value = int('1')"))
     report = runner.run_chapters(root=root, scale="smoke", out=tmp_path / "out2", log=lambda m: None)
     assert not report.ok and "plain `name = literal" in report.runs[0].error

@@ -193,9 +193,9 @@ def test_generated_pages_are_written(tmp_path):
         (tmp_path / "notebooks" / "params" / f"{scale}.yml").write_text(f"scale: {scale}\ntoy_steps: {steps}\n")
     assert "| `toy_steps` | `10` | `100` | `300` | `1000` |" in parameters_markdown(tmp_path)
     paths = write_generated_pages(tmp_path, tmp_path / "book")
-    assert [p.name for p in paths] == ["scoreboard.md", "parameters.md", "api.md"]
+    assert [p.name for p in paths] == ["summary.png", "summary.md", "scoreboard.md", "parameters.md", "api.md"]
     assert sorted(p.name for p in (tmp_path / "book" / "generated").iterdir()) == \
-        ["api.md", "parameters.md", "scoreboard.md"]  # no temporary file left
+        ["api.md", "parameters.md", "scoreboard.md", "summary.md", "summary.png"]  # no temporary file left
 
 
 def test_api_page_documents_the_public_names():

@@ -111,6 +111,20 @@ class ChapterContext:
         table.loc["total"] = table.sum()
         return table.round(1)
 
+    def settings(self, values: Mapping[str, Any]):
+        """The few settings a reader needs to read the chapter (training set, model, sample counts), as a small
+        table shown near its top: the full parameters listing is collapsed.
+
+        Args:
+            values: label -> value, e.g. ``{"training images": 32, "samples (main table)": 256}``.
+        """
+        import pandas as pd
+
+        rows = [{"setting": k, "value": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)}
+                for k, v in values.items()]
+        return pd.DataFrame(rows, columns=["setting", "value"]).set_index("setting").rename_axis(
+            f"{self.chapter}, {self.scale} scale")
+
     def generator(self, offset: int):
         """A CPU ``torch.Generator`` seeded ``seed * 1000 + offset``: one offset per use, so draws never overlap."""
         import torch

@@ -12,6 +12,7 @@ from pathlib import Path
 from kpe_lib._files import atomic_write_text
 from kpe_lib.book.scales import SCALES, load_params
 from kpe_lib.book.scoreboard import VERDICTS, scoreboard
+from kpe_lib.book.summary import summary_figure, summary_markdown
 
 SCALE_ORDER = ("cpu", "gpu", "paper", "smoke")  # the book shows its own scale first
 API_MODULES = (
@@ -144,8 +145,11 @@ def api_markdown(modules: tuple[str, ...] = API_MODULES) -> str:
 
 
 def write_generated_pages(root: str | Path, book_dir: str | Path) -> list[Path]:
-    """Write scoreboard.md, parameters.md and api.md into ``<book_dir>/generated/``; return their paths."""
+    """Write the introduction's summary (summary.md, summary.png), scoreboard.md, parameters.md and api.md
+    into ``<book_dir>/generated/``; return their paths."""
     root, folder = Path(root), Path(book_dir) / "generated"
-    return [atomic_write_text(folder / "scoreboard.md", scoreboard_markdown(root / "results")),
+    return [summary_figure(root / "results", folder / "summary.png"),
+            atomic_write_text(folder / "summary.md", summary_markdown(root / "results", "generated/summary.png")),
+            atomic_write_text(folder / "scoreboard.md", scoreboard_markdown(root / "results")),
             atomic_write_text(folder / "parameters.md", parameters_markdown(root)),
             atomic_write_text(folder / "api.md", api_markdown())]

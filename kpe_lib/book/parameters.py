@@ -34,7 +34,7 @@ from typing import Any, Mapping
 from kpe_lib.book.scales import SCALES, as_root, load_params
 
 __all__ = ["ParameterError", "ParametersCell", "parameters_cell", "chapter_defaults", "allowed_types",
-           "check_parameters"]
+           "check_parameters", "rendered_parameters"]
 
 class ParameterError(ValueError):
     """A chapter was given parameters it does not declare, or of the wrong type."""
@@ -157,3 +157,37 @@ def check_parameters(namespace: Mapping[str, Any], chapter: str, root: str | os.
                             f"notebooks/params/*.yml), got {_kind(namespace[name])} {namespace[name]!r}")
     if problems:
         raise ParameterError(f"bad parameters for {chapter}: " + "; ".join(problems))
+
+
+def rendered_parameters(code: str, values: Mapping[str, Any]) -> str:
+    """A parameters cell's source with the values a run was given written in place of the defaults.
+
+    The executed chapter shows one parameters listing (papermill's injected copy is removed from the page):
+    every ``name = literal  # comment`` line whose name is in ``values`` gets that value, its comment kept
+    at the same column; a literal spread over several lines becomes one line. Other lines are unchanged.
+
+    Example:
+        >>> print(rendered_parameters("n = 16     # samples\\nk = [1,\\n     2]", {"n": 256, "k": [3]}))
+        n = 256    # samples
+        k = [3]
+    """
+    import io
+    import tokenize
+
+    lines = code.splitlines()
+    comments = {tok.start[0]: (tok.start[1], tok.string)
+                for tok in tokenize.generate_tokens(io.StringIO(code).readline) if tok.type == tokenize.COMMENT}
+    for node in reversed(ast.parse(code).body):
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name not in values:
+            continue
+        new = f"{name} = {values[name]!r}"
+        first, last = node.lineno, node.end_lineno
+        comment = next((comments[i] for i in range(first, last + 1) if i in comments), None)
+        if comment is not None:
+            column, text = comment
+            new = new.ljust(column - 1) + " " + text
+        lines[first - 1:last] = [new]
+    return "\n".join(lines)

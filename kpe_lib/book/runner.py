@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kpe_lib._files import atomic_write_text
 from kpe_lib.book.guard import build_lock, missing_outputs, terminate_cleanly
-from kpe_lib.book.parameters import parameters_cell
+from kpe_lib.book.parameters import parameters_cell, rendered_parameters
 from kpe_lib.book.results import OUTPUTS_LOG
 from kpe_lib.book.scales import (CHAPTER_PATTERN, SCALES, Chapter, as_root, discover_chapters, load_params,
                                  params_path, select_chapters)
@@ -232,11 +232,33 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
                 os.replace(running, failed_dir / target.name)
                 return "; ".join(errors), []
             outputs = written.read_text(encoding="utf-8").split("\n") if written.is_file() else []
+            present_parameters(running, chosen, params.get("scale"))
             os.replace(running, target)
         finally:
             with contextlib.suppress(OSError):
                 running.unlink()
     return None, sorted({o for o in outputs if o})
+
+
+def present_parameters(path: Path, chosen: Mapping[str, Any], scale: str | None = None) -> None:
+    """One parameters listing per executed chapter, collapsed: the chapter's ``parameters`` cell shows the
+    values this run was given (:func:`~kpe_lib.book.parameters.rendered_parameters`) behind a toggle
+    (tag ``hide-cell``) and papermill's injected copy is left off the page (tag ``remove-cell``; it still
+    runs under nbval). Rewrites the notebook at ``path`` in place."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    label = f"this chapter's parameters ({scale} scale)" if scale else "this chapter's parameters"
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags:
+            tags.append("remove-cell")
+        elif "parameters" in tags and cell.cell_type == "code":
+            cell.source = rendered_parameters(cell.source, chosen)
+            tags.append("hide-cell")
+            cell.metadata["mystnb"] = {"code_prompt_show": f"Show {label}",
+                                       "code_prompt_hide": f"Hide {label}"}
+    nbformat.write(nb, path)
 
 
 def run_chapters(names: Iterable[str] | None = None, *, root: str | os.PathLike | None = None,

@@ -20,7 +20,8 @@ from typing import Any, Callable, Mapping
 from kpe_lib.book.results import ChapterResults, read_results
 from kpe_lib.book.verdicts import VERDICTS, Judgement, Row, holm_adjust, lookup
 
-__all__ = ["ROWS", "VERDICTS", "Row", "ScoreboardEntry", "scoreboard", "judge_rows", "chapter_table", "load_scale",
+__all__ = ["ROWS", "VERDICTS", "Row", "ScoreboardEntry", "scoreboard", "judge_rows", "chapter_table",
+           "chapter_entries", "load_scale",
            "lookup", "replicate_names", "SPACES", "PRIMARY_SPACE",
            "paper_number"]
 
@@ -282,6 +283,15 @@ def scoreboard(results_dir: str | Path, scales: tuple[str, ...] = ("cpu", "gpu",
     return entries
 
 
+def chapter_entries(chapter: str, metrics: Metrics, protocol: Metrics | None = None) -> list[ScoreboardEntry]:
+    """The chapter's rows of :data:`ROWS` judged on its own ``metrics`` (scale ``"this run"``, no rebuilds)."""
+    rows = [r for r in ROWS if r.chapter == chapter]
+    if not rows:
+        raise ValueError(f"chapter {chapter!r} has no scoreboard rows; known: {sorted({r.chapter for r in ROWS})}")
+    judged = judge_rows(rows, {chapter: (metrics, protocol or {})})
+    return [_entry(r, "this run", j, metrics) for r, j in zip(rows, judged)]
+
+
 def chapter_table(chapter: str, metrics: Metrics, protocol: Metrics | None = None, role: str | None = None):
     """The chapter's "paper vs this run" table (a pandas DataFrame) from :data:`ROWS`, judged on the chapter's
     own ``metrics`` (Holm's correction within each claim, as on the scoreboard).
@@ -294,10 +304,6 @@ def chapter_table(chapter: str, metrics: Metrics, protocol: Metrics | None = Non
     """
     import pandas as pd
 
-    rows = [r for r in ROWS if r.chapter == chapter]
-    if not rows:
-        raise ValueError(f"chapter {chapter!r} has no scoreboard rows; known: {sorted({r.chapter for r in ROWS})}")
-    judged = judge_rows(rows, {chapter: (metrics, protocol or {})})
-    entries = [_entry(r, "this run", j, metrics) for r, j in zip(rows, judged) if role is None or r.role == role]
+    entries = [e for e in chapter_entries(chapter, metrics, protocol) if role is None or e.row.role == role]
     return pd.DataFrame([{"claim": e.row.metric, "paper": e.row.paper, "this run": e.value, "test": e.evidence,
                           "verdict": e.verdict} for e in entries]).set_index("claim")

@@ -22,13 +22,13 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm, Normalize
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from kpe_lib._files import atomic_path
 
 __all__ = ["BOOK_STYLE", "GROUP_COLORS", "set_book_style", "trajectory_plot", "kpe_distribution_plot",
            "noise_map_plot", "energy_profile_plot", "gain_plot", "support_scatter", "make_grid",
-           "image_grid", "save_figure", "as_numpy", "axes_or_new"]
+           "image_grid", "save_figure", "as_numpy", "axes_or_new", "log_axis_labels"]
 
 #: rcParams of the book: local fonts only (DejaVu ships with matplotlib), light grid, no top/right spines.
 BOOK_STYLE: dict = {
@@ -150,6 +150,20 @@ def noise_map_plot(values, extent: Sequence[float], ax: Axes | None = None, log:
     return ax
 
 
+def log_axis_labels(axis) -> None:
+    """Put ``axis`` (``ax.yaxis`` or ``ax.xaxis``) on a log scale with labelled ticks however short its range:
+    a range inside one decade has no labelled major tick, so its 2x and 5x ticks get labels instead."""
+    ax = axis.axes
+    (ax.set_yscale if axis is ax.yaxis else ax.set_xscale)("log")
+    lo, hi = (ax.get_ylim() if axis is ax.yaxis else ax.get_xlim())
+    decades = [10.0 ** k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)]
+    if sum(lo <= d <= hi for d in decades) >= 2:
+        axis.set_minor_formatter(NullFormatter())  # labelled decades are enough
+    else:
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+
+
 def energy_profile_plot(t, energy, groups: Mapping[str, object] | None = None, ax: Axes | None = None,
                         band: tuple[float, float] = (0.25, 0.75), log: bool = True,
                         tau_split: float | None = None) -> Axes:
@@ -179,8 +193,7 @@ def energy_profile_plot(t, energy, groups: Mapping[str, object] | None = None, a
     if tau_split is not None:
         ax.axvline(tau_split, color="0.4", ls="--", lw=1)
     if log:
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())  # no labels on minor ticks of short log ranges
+        log_axis_labels(ax.yaxis)
     ax.set_xlabel("t")
     ax.set_ylabel(r"per-step energy $\frac{1}{2}\|\eta v\|^2$")
     ax.legend(fontsize=8)
