@@ -38,7 +38,7 @@ from kpe_lib.book.parameters import check_parameters
 from kpe_lib.book.results import write_results
 from kpe_lib.book.scales import resolve_path
 
-__all__ = ["ChapterContext", "open_chapter", "torch_threads"]
+__all__ = ["ChapterContext", "open_chapter", "torch_threads", "table_html", "TABLE_WIDTH_PX"]
 
 DEFAULT_THREADS = 2
 #: The model and feature cache of a chapter without a ``cache_dir`` parameter (relative to the project root).
@@ -145,6 +145,60 @@ class ChapterContext:
         return path
 
 
+#: The width a chapter's table may take on the page (the text column at a 1,000 px window, with a margin).
+TABLE_WIDTH_PX = 680
+
+
+def _width_px(texts) -> float:
+    """Estimated rendered width of a table column holding ``texts`` (book table font, cell padding)."""
+    return 7.2 * max((len(t) for t in texts), default=0) + 18
+
+
+def table_html(df, width_px: float = TABLE_WIDTH_PX) -> str:
+    """A DataFrame's HTML as shown in the book: one table when it fits ``width_px``, else several tables of
+    consecutive columns (each with the index), so a wide table never runs past the page or scrolls sideways.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame([[1.23456] * 20], columns=[f"column_{i}" for i in range(20)])
+        >>> table_html(df).count("<table")
+        3
+        >>> table_html(df.iloc[:, :3]).count("<table")
+        1
+    """
+    index = [str(i) for i in df.index] + [str(n) for n in df.index.names if n is not None]
+    budget = width_px - _width_px(index)
+    blocks: list[list[int]] = [[]]
+    used = 0.0
+    for j, column in enumerate(df.columns):
+        values = df.iloc[:, [j]].to_string(index=False, header=False).splitlines()
+        w = _width_px([str(column), *values])
+        if blocks[-1] and used + w > budget:
+            blocks.append([])
+            used = 0.0
+        blocks[-1].append(j)
+        used += w
+    if len(blocks) == 1:
+        return df._repr_html_()
+    parts = [f'<p class="kpe-table-part">columns {b[0] + 1}-{b[-1] + 1} of {df.shape[1]}</p>'
+             + df.iloc[:, b]._repr_html_() for b in blocks]
+    return "\n".join(parts)
+
+
+def _show_tables_in_blocks() -> None:
+    """Inside a kernel, display every DataFrame through :func:`table_html` (text output is unchanged)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import pandas as pd
+
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
 def open_chapter(namespace: dict[str, Any], chapter: str, *, check: bool = True) -> ChapterContext:
     """Set a chapter up: threads, seed, parameter check, figure style; returns its context.
 
@@ -172,6 +226,7 @@ def open_chapter(namespace: dict[str, Any], chapter: str, *, check: bool = True)
     torch.set_num_threads(threads)
     torch.manual_seed(namespace["seed"])
     set_book_style()
+    _show_tables_in_blocks()
     return ChapterContext(chapter=chapter, scale=namespace["scale"], seed=int(namespace["seed"]),
                           device=namespace["device"], cache=resolve_path(namespace.get("cache_dir", DEFAULT_CACHE)),
                           results_dir=namespace["results_dir"], progress=progress_enabled(None),
