@@ -21,7 +21,7 @@ def test_wide_table_is_split_into_blocks_that_fit_and_keep_every_column_in_order
     index_w = _width_px([str(i) for i in df.index])
     for t in tables:
         cols = re.findall(r"<th>(fmem_ci_lo_pct_\d+)</th>", t)
-        widths = [_width_px([c, *df[[c]].to_string(index=False, header=False).splitlines()]) for c in cols]
+        widths = [_width_px([*c.split(), *df[[c]].to_string(index=False, header=False).splitlines()]) for c in cols]
         assert len(cols) == 1 or index_w + sum(widths) <= TABLE_WIDTH_PX
         assert "balanced | constant budget 3" in t  # the index is repeated in every block
 

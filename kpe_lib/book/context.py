@@ -172,7 +172,7 @@ def table_html(df, width_px: float = TABLE_WIDTH_PX) -> str:
     used = 0.0
     for j, column in enumerate(df.columns):
         values = df.iloc[:, [j]].to_string(index=False, header=False).splitlines()
-        w = _width_px([str(column), *values])
+        w = _width_px([*str(column).split(), *values])  # headers wrap between words
         if blocks[-1] and used + w > budget:
             blocks.append([])
             used = 0.0
@@ -180,7 +180,8 @@ def table_html(df, width_px: float = TABLE_WIDTH_PX) -> str:
         used += w
     if len(blocks) == 1:
         return df._repr_html_()
-    parts = [f'<p class="kpe-table-part">columns {b[0] + 1}-{b[-1] + 1} of {df.shape[1]}</p>'
+    parts = [f'<p class="kpe-table-part">column{f"s {b[0] + 1}-{b[-1] + 1}" if len(b) > 1 else f" {b[0] + 1}"} '
+             f'of {df.shape[1]}</p>'
              + df.iloc[:, b]._repr_html_() for b in blocks]
     return "\n".join(parts)
 
