@@ -112,28 +112,34 @@ class ClaimStatus:
         if not self.entries:
             return ""
         e = self.entries[0]
-        text = f"{e.row.metric}: {e.value} ({e.evidence.split(';')[0]}), *{e.verdict}*"
+        text = f"{e.row.metric}: {e.value} ({_test(e)}), *{e.verdict}*"
         if self.controls:
             text += ". Control: " + self.claim.control_text + " " + "; ".join(
-                f"{c.row.metric}: {c.value} ({c.evidence.split(';')[0]}), *{c.verdict}*" for c in self.controls)
+                f"{c.row.metric}: {c.value} ({_test(c)}), *{c.verdict}*" for c in self.controls)
         return text
+
+
+def _status(claim: PaperClaim, scale: str, entries: list[ScoreboardEntry]) -> ClaimStatus:
+    """The claim's primary and control rows among ``entries`` (entries of one scale), with their rebuilds."""
+    run = [e for e in entries if e.verdict != "not run"]
+    primary = [e for e in run if e.row.role == "primary" and claim.rows(e.row)]
+    controls = [e for e in run if claim.control is not None and claim.control(e.row)]
+    rebuilt: dict[str, list[str]] = {}
+    for e in primary:
+        for name, verdict in e.replicates.items():
+            rebuilt.setdefault(name, []).append(verdict)
+    return ClaimStatus(claim, scale, primary, controls, rebuilt)
+
+
+def _test(entry: ScoreboardEntry) -> str:
+    """The entry's test and its p-value / interval, without the resolution and rebuild remarks."""
+    return entry.evidence.split(";")[0]
 
 
 def claim_status(results_dir: str | Path, scales: tuple[str, ...] = SCALES) -> list[ClaimStatus]:
     """Every claim of :data:`CLAIMS` at every scale, from the scoreboard of ``results_dir``."""
     entries = scoreboard(results_dir, scales)
-    out = []
-    for claim in CLAIMS:
-        for scale in scales:
-            run = [e for e in entries if e.scale == scale and e.verdict != "not run"]
-            primary = [e for e in run if e.row.role == "primary" and claim.rows(e.row)]
-            controls = [e for e in run if claim.control is not None and claim.control(e.row)]
-            rebuilt: dict[str, list[str]] = {}
-            for e in primary:
-                for name, verdict in e.replicates.items():
-                    rebuilt.setdefault(name, []).append(verdict)
-            out.append(ClaimStatus(claim, scale, primary, controls, rebuilt))
-    return out
+    return [_status(claim, scale, [e for e in entries if e.scale == scale]) for claim in CLAIMS for scale in scales]
 
 
 #: Each verdict in plain words, for counts of rows.
@@ -158,23 +164,21 @@ def plain_reading(chapter: str, metrics, protocol=None, scale: str = "this run")
         metrics, protocol: what the chapter writes to its results file.
         scale: the scale, for the text.
     """
-    entries = [e for e in chapter_entries(chapter, metrics, protocol) if e.verdict != "not run"]
+    entries = chapter_entries(chapter, metrics, protocol)
     lines = []
     for claim in CLAIMS:
-        primary = [e for e in entries if e.row.role == "primary" and claim.rows(e.row)]
+        status = _status(claim, scale, entries)
+        primary, controls = status.entries, status.controls
         if not primary:
             continue
         head = primary[0]
-        counts = ClaimStatus(claim, scale, primary, [], {}).counts
         text = (f"- **The paper:** {claim.title} **Here (`{scale}`):** of {len(primary)} row"
                 f"{'s' if len(primary) > 1 else ''} testing it, " +
-                ", ".join(f"{n} {PLAIN[v]}" for v, n in counts.most_common()) +
-                f". First of them: {head.row.metric}, {head.value} ({head.evidence.split(';')[0]}).")
-        controls = [e for e in entries if claim.control is not None and claim.control(e.row)]
+                ", ".join(f"{n} {PLAIN[v]}" for v, n in status.counts.most_common()) +
+                f". First of them: {head.row.metric}, {head.value} ({_test(head)}).")
         if controls:
             held = [c for c in controls if c.verdict in REPRODUCED]
-            shown = "; ".join(f"{c.row.metric.split('->')[-1].strip()}: {c.value} "
-                              f"({c.evidence.split(';')[0]})" for c in controls)
+            shown = "; ".join(f"{c.row.metric.split('->')[-1].strip()}: {c.value} ({_test(c)})" for c in controls)
             text += (f" **Control:** against a constant gain with the same time budget ({shown}), KTS does "
                      + ("measurably more in " + f"{len(held)} of {len(controls)}: its shape matters there."
                         if held else "not do measurably more: here its effect can be explained by stopping "
