@@ -9,7 +9,8 @@
   ``L^2 <= 2 E`` (sum normalisation), with equality at constant speed;
 - **acceleration profile** ``|d(eta v)/dt|`` between consecutive nodes, from the first stage of each step;
 - **guidance energy** ``1/2 int ||eta (w - 1)(v_y - v_null)||^2 dt`` for guided velocities that expose their
-  guidance part (a ``velocity_and_guidance`` method, see :class:`GuidedField`), and its share of the KPE;
+  guidance part (a ``velocity_and_guidance`` method, see :class:`GuidedField`), its share of the KPE, and the
+  energy of the conditional part ``1/2 int ||eta v_y||^2 dt`` along the same path;
 - **cumulative energy curves** and a pandas export (:func:`cumulative_energy`, :func:`to_dataframe`).
 
 The energy normalisation is an explicit choice, written into every result (``result.energy_norm``):
@@ -87,6 +88,9 @@ class PathDiagnostics:
             None when the velocity is not a :class:`GuidedField`.
         guidance_share: (B,) ``guidance_energy / kpe`` or None. A ratio, not a decomposition:
             ``||v_y + g||^2 != ||v_y||^2 + ||g||^2``.
+        conditional_energy: (B,) ``1/2 int ||eta v_y||^2 dt`` of the conditional part ``v_y = v - g`` along the
+            same path, or None. ``kpe = conditional_energy + guidance_energy + cross`` with the cross term
+            ``int eta^2 <v_y, g> dt`` (see :meth:`cross_energy`).
     """
 
     chord_energy: torch.Tensor
@@ -96,6 +100,14 @@ class PathDiagnostics:
     acceleration_times: torch.Tensor
     guidance_energy: torch.Tensor | None
     guidance_share: torch.Tensor | None
+    conditional_energy: torch.Tensor | None = None
+
+    def cross_energy(self, kpe: torch.Tensor) -> torch.Tensor | None:
+        """(B,) ``kpe - conditional_energy - guidance_energy``: the cross term ``int eta^2 <v_y, g> dt``
+        (None without a guided field)."""
+        if self.conditional_energy is None or self.guidance_energy is None:
+            return None
+        return kpe - self.conditional_energy - self.guidance_energy
 
 
 def _flat_norm(v: torch.Tensor, dtype: torch.dtype, out: torch.Tensor) -> None:
@@ -115,7 +127,7 @@ class PathRecorder:
         acc_dtype: accumulation dtype (float64; float32 on MPS); device: the state's device.
         scale: energy normalisation factor (1 for ``"sum"``, 1/d for ``"mean"``).
         diagnostics: also record the acceleration profile (one extra reduction per step).
-        guidance: also record the norms of the guidance parts.
+        guidance: also record the norms of the guidance parts g and of the conditional parts ``v - g``.
     """
 
     def __init__(self, n: int, stages: int, batch: int, weights: Sequence[float], acc_dtype: torch.dtype,
@@ -123,6 +135,7 @@ class PathRecorder:
         self.n, self.acc, self.scale, self.weights = n, acc_dtype, float(scale), tuple(weights)
         self.norm = torch.empty(n, stages, batch, dtype=acc_dtype, device=device)
         self.gnorm = torch.empty_like(self.norm) if guidance else None
+        self.cnorm = torch.empty_like(self.norm) if guidance else None
         self.accel = torch.empty(max(n - 1, 0), batch, dtype=acc_dtype, device=device) if diagnostics else None
         self.gains: list[list[Any]] = []
         self._prev: torch.Tensor | None = None
@@ -133,8 +146,9 @@ class PathRecorder:
         for j, v in enumerate(velocities):
             _flat_norm(v, self.acc, self.norm[i, j])
         if self.gnorm is not None and guidance is not None:
-            for j, g in enumerate(guidance):
+            for j, (v, g) in enumerate(zip(velocities, guidance)):
                 _flat_norm(g, self.acc, self.gnorm[i, j])
+                _flat_norm(v - g.to(v.dtype), self.acc, self.cnorm[i, j])
         self.gains.append(gains)
         if self.accel is not None:
             eta, v = gains[0], velocities[0].detach()
@@ -186,17 +200,19 @@ class PathRecorder:
         speed = norms if etas is None else etas.abs() * norms
         chord = (0.5 * self.scale) * torch.linalg.vector_norm(
             (x.detach() - x0.detach()).reshape(batch, -1), dim=1, dtype=self.acc).square()
-        guidance_energy = share = None
+        guidance_energy = share = conditional = None
         if self.gnorm is not None:
-            g2 = self.gnorm.square() if etas is None else (etas * self.gnorm).square()
-            guidance_energy = (dts * (0.5 * self.scale) * (w * g2).sum(1)).sum(0)
+            def part(norm: torch.Tensor) -> torch.Tensor:
+                sq_part = norm.square() if etas is None else (etas * norm).square()
+                return (dts * (0.5 * self.scale) * (w * sq_part).sum(1)).sum(0)
+            guidance_energy, conditional = part(self.gnorm), part(self.cnorm)
             share = guidance_energy / out["kpe"]
         steps = grid[1:-1] - grid[:-2]
         out["diagnostics"] = PathDiagnostics(
             chord_energy=chord, straightness=out["kpe"] / chord, path_length=(dts * (w * speed).sum(1)).sum(0),
             acceleration=self.accel / steps.to(device, self.acc)[:, None],
             acceleration_times=(grid[1:-1] + grid[:-2]) / 2, guidance_energy=guidance_energy,
-            guidance_share=share)
+            guidance_share=share, conditional_energy=conditional)
         return out
 
 
@@ -220,7 +236,7 @@ def to_dataframe(result: Any):
 
     Columns: ``kpe``, ``kpe_raw``, ``kpe_early``, ``kpe_late`` and, when diagnostics were recorded,
     ``chord_energy``, ``straightness``, ``path_length``, ``max_acceleration`` (the largest value of the
-    acceleration profile), ``guidance_energy`` and ``guidance_share`` (guided fields). ``df.attrs`` holds
+    acceleration profile), ``guidance_energy``, ``guidance_share`` and ``conditional_energy`` (guided fields). ``df.attrs`` holds
     ``energy_norm``, ``solver``, ``energy_rule``, ``nfe``, ``n_steps`` and ``tau_split``.
 
     Raises:
@@ -237,7 +253,8 @@ def to_dataframe(result: Any):
         if diag.acceleration.shape[0]:
             cols["max_acceleration"] = diag.acceleration.max(0).values
         if diag.guidance_energy is not None:
-            cols.update(guidance_energy=diag.guidance_energy, guidance_share=diag.guidance_share)
+            cols.update(guidance_energy=diag.guidance_energy, guidance_share=diag.guidance_share,
+                        conditional_energy=diag.conditional_energy)
     frame = pd.DataFrame({k: v.detach().cpu().numpy() for k, v in cols.items()})
     frame.index.name = "sample"
     frame.attrs.update(energy_norm=result.energy_norm, solver=result.solver, energy_rule=result.energy_rule,

@@ -128,9 +128,13 @@ def test_guidance_energy_and_share_without_extra_calls():
     assert torch.allclose(res.kpe, torch.full((4,), 6.5, dtype=torch.float64))
     assert torch.allclose(res.diagnostics.guidance_energy, torch.full((4,), 4.0, dtype=torch.float64))
     assert torch.allclose(res.diagnostics.guidance_share, torch.full((4,), 4.0 / 6.5, dtype=torch.float64))
+    # the conditional part v_y = v - g = (1, 0): energy 1/2; the cross term <v_y, g> = 2 closes the sum
+    assert torch.allclose(res.diagnostics.conditional_energy, torch.full((4,), 0.5, dtype=torch.float64))
+    assert torch.allclose(res.diagnostics.cross_energy(res.kpe), torch.full((4,), 2.0, dtype=torch.float64))
     frame = res.to_dataframe()
     assert list(frame.columns) == ["kpe", "kpe_raw", "kpe_early", "kpe_late", "chord_energy", "straightness",
-                                   "path_length", "max_acceleration", "guidance_energy", "guidance_share"]
+                                   "path_length", "max_acceleration", "guidance_energy", "guidance_share",
+                                   "conditional_energy"]
     assert len(frame) == 4 and frame.attrs["energy_norm"] == "sum" and frame.attrs["nfe"] == 20
     assert frame["guidance_share"].tolist() == pytest.approx([4.0 / 6.5] * 4)
     plain = sample(field, torch.zeros(4, 2, dtype=torch.float64), n_steps=10)  # no diagnostics: plain calls
@@ -226,3 +230,39 @@ def test_guided_velocity_reports_its_guidance_part(w):
     e = LabelField().e
     expect = 0.5 * (w - 1) ** 2 * (e[labels] - e[3]).pow(2).sum(1)
     assert torch.allclose(res.diagnostics.guidance_energy, expect)
+    assert torch.allclose(res.diagnostics.conditional_energy, 0.5 * e[labels].pow(2).sum(1))
+
+
+class CountingLabelField(LabelField):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t, y=None):
+        self.calls += 1
+        return super().forward(x, t, y)
+
+
+@pytest.mark.parametrize("w", [1.0, 2.5])
+def test_sample_guided_splits_the_energy_at_no_extra_calls(w):
+    from kpe_lib.models.guidance import sample_guided
+
+    labels, x0 = torch.tensor([0, 1, 2, 0, 1]), torch.zeros(5, 2, dtype=torch.float64)
+    plain_model, split_model = CountingLabelField(), CountingLabelField()
+    plain = sample_guided(plain_model, x0, labels, scale=w, n_steps=4, batch_size=2)
+    run = sample_guided(split_model, x0, labels, scale=w, n_steps=4, batch_size=2, diagnostics=True)
+    assert plain.guidance_energy is None and plain.conditional_energy is None
+    assert torch.equal(plain.kpe, run.kpe) and split_model.calls == plain_model.calls
+    e = LabelField().e
+    v_y, g = e[labels], (w - 1) * (e[labels] - e[3])
+    assert torch.allclose(run.conditional_energy, 0.5 * v_y.pow(2).sum(1))
+    assert torch.allclose(run.guidance_energy, 0.5 * g.pow(2).sum(1))
+    assert torch.allclose(run.kpe, run.conditional_energy + run.guidance_energy + (v_y * g).sum(1))
+
+
+def test_sample_guided_diagnostics_needs_a_splitting_guide():
+    from kpe_lib.models.guidance import sample_guided
+
+    with pytest.raises(ValueError, match="velocity_and_guidance"):
+        sample_guided(LabelField(), torch.zeros(2, 2), torch.tensor([0, 1]), scale=2.0,
+                      guide=lambda m, w: (lambda x, t, y=None: m(x, t, y=y)), diagnostics=True)

@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.experiments.cifar_support import SpaceFeatures, support_correlations
+from kpe_lib.experiments.cifar_support import SpaceFeatures, norm_controls, support_correlations
 
 
 def test_queries_moving_away_from_the_data_give_rho_minus_one():
@@ -394,3 +394,29 @@ def test_metrics_and_reading_come_from_the_results():
     assert f"entirely below zero in {n_neg} of 2 spaces" in text
     assert f"{partial.rows[0]['rho | sample norm']:+.2f} with the sample norm held fixed" in text
     assert "FID of the samples is 12 against a floor of 3" in text
+
+
+def _norm_world(excess_drives_support: bool, n: int = 300, seed: int = 0):
+    """Samples whose support is set either by their norm alone or by their energy beyond the straight line."""
+    g = torch.Generator().manual_seed(seed)
+    norm = 1 + torch.rand(n, generator=g, dtype=torch.float64)
+    straight = norm ** 2 / 2
+    extra = torch.rand(n, generator=g, dtype=torch.float64)
+    kpe = straight + 0.3 * extra
+    support = -(extra if excess_drives_support else norm) + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)
+    return kpe, straight, norm, support
+
+
+def test_norm_controls_expose_a_correlation_carried_by_the_norm():
+    rows = {r.quantity: r for r in norm_controls(*_norm_world(False), n_boot=200)}
+    assert rows["KPE"].rho < -0.8 and rows["sample norm only"].rho < -0.95  # the naive statistic looks strong
+    for name in ("KPE | sample norm", "excess energy"):                     # ... and the controls remove it
+        lo, hi = rows[name].ci
+        assert lo < 0 < hi or abs(rows[name].rho) < 0.2, (name, rows[name])
+
+
+def test_norm_controls_keep_a_correlation_carried_by_the_excess_energy():
+    rows = {r.quantity: r for r in norm_controls(*_norm_world(True), n_boot=200)}
+    assert abs(rows["sample norm only"].rho) < 0.2
+    assert rows["excess energy"].rho < -0.95 and rows["excess energy"].ci[1] < -0.9
+    assert rows["KPE | sample norm"].rho < -0.9 and rows["KPE | sample norm"].ci[1] < 0

@@ -6,7 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.metrics.groups import compare_groups, kpe_groups, mann_whitney_u, welch_t
+from kpe_lib.metrics.groups import (KPEGroups, compare_groups, kpe_groups, mann_whitney_u,
+                                    stratified_permutation_test, welch_t)
 
 
 def test_thirds_of_a_permutation_pick_the_extreme_ranks():
@@ -107,3 +108,52 @@ def test_ranked_indices_and_cuts_match_a_brute_force_sort():
     stratified = kpe_groups(kpe, cut="thirds", strata=np.arange(50) % 2)
     with pytest.raises(ValueError, match="one cut per stratum"):
         stratified.low_max
+
+
+def _class_confounded(shift_within: float, seed: int = 0):
+    """KPE and score both driven by the class; ``shift_within`` adds a within-class KPE -> score effect."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(6), 30)
+    kpe = labels + rng.random(labels.size)            # classes own disjoint KPE ranges
+    score = 2.0 * labels + rng.normal(0, 1, labels.size) + shift_within * (kpe - labels)
+    return kpe, score, labels
+
+
+def test_stratified_test_ignores_a_difference_between_classes():
+    kpe, score, labels = _class_confounded(0.0)
+    pooled = compare_groups(score, kpe_groups(kpe))
+    assert pooled.welch_p < 1e-10                      # the pooled groups differ: they are different classes
+    test = stratified_permutation_test(score, kpe_groups(kpe, strata=labels), labels, n_perm=4000)
+    assert test.p > 0.05 and abs(test.diff) < 0.5 and test.n_strata == 6 and test.n == 120
+
+
+def test_stratified_test_finds_a_within_class_effect():
+    kpe, score, labels = _class_confounded(3.0)
+    test = stratified_permutation_test(score, kpe_groups(kpe, strata=labels), labels, n_perm=4000)
+    assert test.p < 0.01 and test.diff > 1.0
+    assert set(test.per_stratum) == set(range(6)) and all(d > 0 for d in test.per_stratum.values())
+
+
+def test_stratified_test_matches_brute_force_enumeration():
+    values = np.array([0.1, 0.5, 0.9, 2.0, 1.0, 1.4, 0.2, 3.0])
+    strata = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    low = np.array([1, 1, 0, 0, 1, 0, 1, 0], bool)
+    groups = KPEGroups(low=low, high=~low, fraction=0.5, cut="test", thresholds={})
+    stat = lambda lo0, lo1: 0.5 * sum(values[idx][~m].mean() - values[idx][m].mean()  # noqa: E731
+                                      for idx, m in ((np.arange(4), lo0), (np.arange(4, 8), lo1)))
+    masks = [np.isin(np.arange(4), c) for c in itertools.combinations(range(4), 2)]
+    null = np.array([stat(a, b) for a in masks for b in masks])
+    observed = stat(low[:4], low[4:])
+    exact = np.mean(np.abs(null) >= abs(observed) - 1e-12)
+    test = stratified_permutation_test(values, groups, strata, n_perm=20000, seed=3)
+    assert test.diff == pytest.approx(observed)
+    assert test.p == pytest.approx(exact, abs=0.015)
+
+
+def test_stratified_test_rejects_bad_input():
+    kpe, score, labels = _class_confounded(0.0)
+    groups = kpe_groups(kpe, strata=labels)
+    with pytest.raises(ValueError, match="n_perm"):
+        stratified_permutation_test(score, groups, labels, n_perm=10)
+    with pytest.raises(ValueError, match="strata"):
+        stratified_permutation_test(score, groups, labels[:-1])

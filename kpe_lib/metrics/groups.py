@@ -10,7 +10,10 @@ cannot by itself make the groups differ.
 The difference of a per-sample quantity between the groups is reported as mean +- std per group with
 Welch's unequal-variance t test and the Mann-Whitney U test (two-sided p-values from scipy), plus the
 rank-biserial effect size ``2 U / (n_low n_high) - 1`` (the probability that a high-group value beats a
-low-group one, minus the reverse).
+low-group one, minus the reverse). With strata, :func:`stratified_permutation_test` compares the groups only
+inside each stratum (the high-minus-low difference averaged over strata, its null distribution from
+re-assigning group membership within each stratum), so that differences *between* strata cannot make it
+significant.
 
 Example:
     >>> groups = kpe_groups(res.kpe, cut="thirds")                      # doctest: +SKIP
@@ -27,7 +30,8 @@ import torch
 
 from kpe_lib.metrics._checks import as_vector
 
-__all__ = ["KPEGroups", "GroupComparison", "kpe_groups", "compare_groups", "welch_t", "mann_whitney_u"]
+__all__ = ["KPEGroups", "GroupComparison", "StratifiedTest", "kpe_groups", "compare_groups",
+           "stratified_permutation_test", "welch_t", "mann_whitney_u"]
 
 CUTS = {"thirds": 1.0 / 3.0, "quartiles": 0.25, "halves": 0.5, "deciles": 0.1}
 
@@ -235,3 +239,69 @@ def compare_groups(values: torch.Tensor | np.ndarray, groups: KPEGroups) -> Grou
         mean_high=float(b.mean()), std_high=float(b.std(ddof=1)), n_high=int(b.size),
         diff=float(b.mean() - a.mean()), welch_t=t, welch_dof=dof, welch_p=float(welch.pvalue),
         mw_u=u, mw_p=float(mw.pvalue), rank_biserial=2.0 * u / (a.size * b.size) - 1.0)
+
+
+@dataclass
+class StratifiedTest:
+    """High- minus low-KPE difference of a quantity compared inside strata (e.g. classes), with its test.
+
+    Attributes:
+        diff: ``sum_c w_c (mean_high_c - mean_low_c)``, weights ``w_c`` proportional to the stratum's grouped
+            samples (strata missing either group are left out).
+        p: two-sided permutation p-value ``(1 + #{|diff*| >= |diff|}) / (1 + n_perm)``, group membership
+            re-assigned at random within each stratum (group sizes kept).
+        per_stratum: stratum -> its own ``mean_high_c - mean_low_c``.
+        n_perm: permutations drawn; n_strata: strata used; n: grouped samples used.
+    """
+
+    diff: float
+    p: float
+    per_stratum: dict
+    n_perm: int
+    n_strata: int
+    n: int
+
+    def summary(self, digits: int = 3) -> str:
+        """``"within-stratum difference +x.xxx (stratified permutation p = ..., K strata)"``."""
+        return (f"within-stratum difference {self.diff:+.{digits}f} (stratified permutation p = {self.p:.2g}, "
+                f"{self.n_strata} strata, {self.n_perm} permutations)")
+
+
+def stratified_permutation_test(values: torch.Tensor | np.ndarray, groups: KPEGroups,
+                                strata: torch.Tensor | np.ndarray, *, n_perm: int = 10000,
+                                seed: int = 0) -> StratifiedTest:
+    """Test the high- minus low-KPE difference of ``values`` inside each stratum (a stratified permutation test).
+
+    Args:
+        values: (B,) one value per sample.
+        groups: low / high membership (usually cut within strata: ``kpe_groups(kpe, strata=labels)``).
+        strata: (B,) the stratum of every sample (e.g. the class asked for).
+        n_perm: random within-stratum re-assignments behind the p-value (>= 100).
+        seed: the permutation seed.
+
+    Raises:
+        ValueError: shapes that do not match, ``n_perm < 100``, or no stratum with both groups.
+    """
+    v = _vector(values, "values")
+    s = np.asarray(strata.cpu() if isinstance(strata, torch.Tensor) else strata).reshape(-1)
+    if v.shape != groups.low.shape or s.shape != v.shape:
+        raise ValueError(f"values and strata must both have shape {groups.low.shape} (one per sample); got "
+                         f"{v.shape} and {s.shape}")
+    if not isinstance(n_perm, int) or n_perm < 100:
+        raise ValueError(f"n_perm must be an integer >= 100; got {n_perm!r}")
+    rng = np.random.default_rng(seed)
+    parts = [(c.item(), v[(s == c) & groups.low], v[(s == c) & groups.high]) for c in np.unique(s)]
+    parts = [(c, lo, hi) for c, lo, hi in parts if lo.size and hi.size]
+    if not parts:
+        raise ValueError("no stratum holds samples of both groups: nothing to compare within strata")
+    n_used = sum(lo.size + hi.size for _, lo, hi in parts)
+    observed, null = 0.0, np.zeros(n_perm)
+    for _, lo, hi in parts:
+        weight = (lo.size + hi.size) / n_used
+        observed += weight * (hi.mean() - lo.mean())
+        shuffled = np.concatenate([lo, hi])[np.argsort(rng.random((n_perm, lo.size + hi.size)), axis=1)]
+        null += weight * (shuffled[:, :hi.size].mean(1) - shuffled[:, hi.size:].mean(1))
+    exceed = np.abs(null) >= abs(observed) - 1e-12 * max(1.0, abs(observed))
+    return StratifiedTest(diff=float(observed), p=float((1 + exceed.sum()) / (1 + n_perm)),
+                          per_stratum={c: float(hi.mean() - lo.mean()) for c, lo, hi in parts}, n_perm=n_perm,
+                          n_strata=len(parts), n=n_used)
