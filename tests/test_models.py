@@ -1,6 +1,7 @@
 """Tests of kpe_lib.models: shapes, hand-counted parameters, attention and guidance against by-hand formulas."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -204,6 +205,23 @@ def test_classifier_learns_separable_toy_problem_and_caches(tmp_path):
     assert again.cached and again.path == res.path and again.val_accuracy == res.val_accuracy
     for a, b in zip(res.model.parameters(), again.model.parameters()):
         assert torch.equal(a, b)
+    shifted = train_classifier(x, y, dataclasses.replace(cfg, shift=2), cache_dir=tmp_path, progress=False)
+    assert not shifted.cached and shifted.path != res.path  # a shift is part of the key; shift 0 is not
+
+
+def test_random_shift_moves_each_image_within_its_range():
+    from kpe_lib.training.classifier import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0                                   # one bright pixel in the middle of each image
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    where = out.flatten(1).argmax(1)
+    rows, cols = where // 9, where % 9
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # the offsets differ between images
+    with pytest.raises(ValueError, match="shift"):
+        ClassifierTrainConfig(shift=-1)
 
 
 # ---------------------------------------------------------------- build_model

@@ -27,7 +27,9 @@ class ClassifierTrainConfig:
         lr: Adam learning rate.
         weight_decay: decoupled weight decay (AdamW).
         flip: random horizontal flips as augmentation (right for CIFAR-10 and faces).
-        seed: seeds the initial weights, the batches and the flips.
+        shift: random translations by up to ``shift`` pixels in each direction (edge pixels repeated), as
+            augmentation; 0: none (and absent from the cache key, so entries trained before it stay valid).
+        seed: seeds the initial weights, the batches and the augmentations.
     """
 
     width: int = 32
@@ -37,8 +39,11 @@ class ClassifierTrainConfig:
     weight_decay: float = 0.0
     flip: bool = True
     seed: int = 0
+    shift: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.shift, int) or self.shift < 0:
+            raise ValueError(f"ClassifierTrainConfig.shift must be an integer >= 0 (pixels); got {self.shift!r}")
         for name in ("width", "steps", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"ClassifierTrainConfig.{name} must be an integer >= 1; got {getattr(self, name)!r}")
@@ -67,6 +72,20 @@ class ClassifierResult:
     seconds: float
     cached: bool
     path: Path | None
+
+
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of ``x`` (B, C, H, W) by its own random offset in [-shift, shift]^2 (edges repeated).
+
+    Example:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> random_shift(x, 1, torch.Generator().manual_seed(0)).shape
+        torch.Size([1, 1, 4, 4])
+    """
+    b, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
 @torch.no_grad()
@@ -122,7 +141,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
     with private_global_rng(torch.device("cpu")):
         seed_global_rng(config.seed, torch.device("cpu"))  # weights are drawn on the CPU
         model = Classifier(images.shape[1], k, config.width).to(device)
-    full = {"model": model.config, "train": dataclasses.asdict(config), "data": data_fingerprint(images, labels)}
+    train_key = dataclasses.asdict(config)
+    if not config.shift:
+        del train_key["shift"]
+    full = {"model": model.config, "train": train_key, "data": data_fingerprint(images, labels)}
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{name}-{config_hash(full)}.pt"
 
     if cache and path.exists():
@@ -142,6 +164,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
                 if config.flip:
                     flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(device)
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                if config.shift:
+                    x = random_shift(x, config.shift, generator)
                 loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
