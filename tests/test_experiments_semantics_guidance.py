@@ -312,6 +312,12 @@ def test_semantics_tests_read_the_within_class_and_global_comparisons():
     assert out["score_pooled"]["p"] == pooled.welch_p and out["score_pooled"]["mann_whitney_p"] == pooled.mw_p
     assert out["score_pooled"]["n"] == 8 and out["score_within"]["test"] == row_tests.WELCH_WITHIN
     assert study.within("margin") is within
+    strat = row_tests.semantics_tests(study.comparisons, "s", "m", study.stratified)
+    assert strat["margin_within"]["test"] == row_tests.STRATIFIED_WITHIN
+    assert strat["margin_within"]["p"] == study.stratified["m"].p and strat["margin_within"]["welch_p"] == within.welch_p
+    assert strat["score_pooled"] == out["score_pooled"]
+    # within each class the score rises with KPE and the margin falls: the stratified differences say so
+    assert study.stratified["s"].diff > 0 > study.stratified["m"].diff and study.stratified["s"].n_strata == 2
 
 
 def test_paired_mean_change_by_hand_and_at_the_edges():
@@ -370,3 +376,35 @@ def test_every_row_of_the_chapter_is_judged_from_the_records(tiny_chapter):
     table = chapter_table("05_semantics_guidance", metrics, {"n_samples": 12})
     assert len(table) == len([r for r in ROWS if r.chapter == "05_semantics_guidance"])
     assert not set(table["verdict"]) & {"untested", "not run"}
+
+
+class ConstantClassField(nn.Module):
+    """v(x, t, y) = e_y, a constant per class (index 2 is the null class): every energy is known by hand."""
+
+    num_classes = 2
+
+    def __init__(self):
+        super().__init__()
+        self.e = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]], dtype=torch.float64)
+
+    def forward(self, x, t, y=None):
+        y = torch.full((x.shape[0],), 2) if y is None else y
+        return self.e[y] + 0 * x
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0])
+def test_energy_split_adds_up_to_the_kpe_by_hand(w):
+    labels = torch.tensor([0, 1, 0, 1])
+    run = sample_guided(ConstantClassField(), torch.zeros(4, 2, dtype=torch.float64), labels, scale=w, n_steps=5,
+                        diagnostics=True)
+    split = analysis.energy_split(run)
+    e = ConstantClassField().e
+    g = (w - 1) * (e[labels] - e[2])
+    assert torch.allclose(split.conditional, 0.5 * e[labels].pow(2).sum(1))
+    assert torch.allclose(split.guidance, 0.5 * g.pow(2).sum(1))
+    assert split.guidance_share == pytest.approx(float(0.5 * g.pow(2).sum(1).mean() / run.kpe.mean()))
+    shares = split.table["share of KPE"]
+    assert shares.iloc[0] == pytest.approx(1.0) and shares.iloc[1:].sum() == pytest.approx(1.0)
+    assert (split.guidance_share == 0.0) == (w == 1.0)
+    assert analysis.energy_split(sample_guided(ConstantClassField(), torch.zeros(4, 2, dtype=torch.float64),
+                                               labels, scale=w, n_steps=5)) is None

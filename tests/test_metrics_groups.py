@@ -125,12 +125,13 @@ def test_stratified_test_ignores_a_difference_between_classes():
     assert pooled.welch_p < 1e-10                      # the pooled groups differ: they are different classes
     test = stratified_permutation_test(score, kpe_groups(kpe, strata=labels), labels, n_perm=4000)
     assert test.p > 0.05 and abs(test.diff) < 0.5 and test.n_strata == 6 and test.n == 120
+    assert test.ci95[0] < 0 < test.ci95[1]
 
 
 def test_stratified_test_finds_a_within_class_effect():
     kpe, score, labels = _class_confounded(3.0)
     test = stratified_permutation_test(score, kpe_groups(kpe, strata=labels), labels, n_perm=4000)
-    assert test.p < 0.01 and test.diff > 1.0
+    assert test.p < 0.01 and test.diff > 1.0 and test.ci95[0] > 0.5 and test.ci95[0] < test.diff < test.ci95[1]
     assert set(test.per_stratum) == set(range(6)) and all(d > 0 for d in test.per_stratum.values())
 
 
@@ -155,5 +156,7 @@ def test_stratified_test_rejects_bad_input():
     groups = kpe_groups(kpe, strata=labels)
     with pytest.raises(ValueError, match="n_perm"):
         stratified_permutation_test(score, groups, labels, n_perm=10)
+    with pytest.raises(ValueError, match="n_boot"):
+        stratified_permutation_test(score, groups, labels, n_boot=5)
     with pytest.raises(ValueError, match="strata"):
         stratified_permutation_test(score, groups, labels[:-1])

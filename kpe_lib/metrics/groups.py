@@ -250,12 +250,15 @@ class StratifiedTest:
             samples (strata missing either group are left out).
         p: two-sided permutation p-value ``(1 + #{|diff*| >= |diff|}) / (1 + n_perm)``, group membership
             re-assigned at random within each stratum (group sizes kept).
+        ci95: percentile 95% interval of ``diff`` from a stratified bootstrap (each stratum's low and high
+            samples resampled separately, ``n_boot`` times).
         per_stratum: stratum -> its own ``mean_high_c - mean_low_c``.
         n_perm: permutations drawn; n_strata: strata used; n: grouped samples used.
     """
 
     diff: float
     p: float
+    ci95: tuple[float, float]
     per_stratum: dict
     n_perm: int
     n_strata: int
@@ -268,7 +271,7 @@ class StratifiedTest:
 
 
 def stratified_permutation_test(values: torch.Tensor | np.ndarray, groups: KPEGroups,
-                                strata: torch.Tensor | np.ndarray, *, n_perm: int = 10000,
+                                strata: torch.Tensor | np.ndarray, *, n_perm: int = 10000, n_boot: int = 1000,
                                 seed: int = 0) -> StratifiedTest:
     """Test the high- minus low-KPE difference of ``values`` inside each stratum (a stratified permutation test).
 
@@ -277,31 +280,38 @@ def stratified_permutation_test(values: torch.Tensor | np.ndarray, groups: KPEGr
         groups: low / high membership (usually cut within strata: ``kpe_groups(kpe, strata=labels)``).
         strata: (B,) the stratum of every sample (e.g. the class asked for).
         n_perm: random within-stratum re-assignments behind the p-value (>= 100).
-        seed: the permutation seed.
+        n_boot: stratified bootstrap resamples behind the interval (>= 100).
+        seed: the permutation and bootstrap seed.
 
     Raises:
-        ValueError: shapes that do not match, ``n_perm < 100``, or no stratum with both groups.
+        ValueError: shapes that do not match, ``n_perm`` or ``n_boot`` below 100, or no stratum with both
+            groups.
     """
     v = _vector(values, "values")
     s = np.asarray(strata.cpu() if isinstance(strata, torch.Tensor) else strata).reshape(-1)
     if v.shape != groups.low.shape or s.shape != v.shape:
         raise ValueError(f"values and strata must both have shape {groups.low.shape} (one per sample); got "
                          f"{v.shape} and {s.shape}")
-    if not isinstance(n_perm, int) or n_perm < 100:
-        raise ValueError(f"n_perm must be an integer >= 100; got {n_perm!r}")
+    for name, count in (("n_perm", n_perm), ("n_boot", n_boot)):
+        if not isinstance(count, int) or count < 100:
+            raise ValueError(f"{name} must be an integer >= 100; got {count!r}")
     rng = np.random.default_rng(seed)
     parts = [(c.item(), v[(s == c) & groups.low], v[(s == c) & groups.high]) for c in np.unique(s)]
     parts = [(c, lo, hi) for c, lo, hi in parts if lo.size and hi.size]
     if not parts:
         raise ValueError("no stratum holds samples of both groups: nothing to compare within strata")
     n_used = sum(lo.size + hi.size for _, lo, hi in parts)
-    observed, null = 0.0, np.zeros(n_perm)
+    observed, null, boot = 0.0, np.zeros(n_perm), np.zeros(n_boot)
+    resampled_mean = lambda a: a[rng.integers(0, a.size, (n_boot, a.size))].mean(1)  # noqa: E731
     for _, lo, hi in parts:
         weight = (lo.size + hi.size) / n_used
         observed += weight * (hi.mean() - lo.mean())
         shuffled = np.concatenate([lo, hi])[np.argsort(rng.random((n_perm, lo.size + hi.size)), axis=1)]
         null += weight * (shuffled[:, :hi.size].mean(1) - shuffled[:, hi.size:].mean(1))
+        boot += weight * (resampled_mean(hi) - resampled_mean(lo))
     exceed = np.abs(null) >= abs(observed) - 1e-12 * max(1.0, abs(observed))
+    lo95, hi95 = np.quantile(boot, [0.025, 0.975])
     return StratifiedTest(diff=float(observed), p=float((1 + exceed.sum()) / (1 + n_perm)),
+                          ci95=(float(lo95), float(hi95)),
                           per_stratum={c: float(hi.mean() - lo.mean()) for c, lo, hi in parts}, n_perm=n_perm,
                           n_strata=len(parts), n=n_used)

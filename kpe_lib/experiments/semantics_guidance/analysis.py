@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -22,12 +22,14 @@ import torch
 
 from kpe_lib.experiments.semantics_guidance import SemanticBackend
 from kpe_lib.metrics import spearman_with_ci
-from kpe_lib.metrics.groups import GroupComparison, KPEGroups, compare_groups, kpe_groups
+from kpe_lib.metrics.groups import (GroupComparison, KPEGroups, StratifiedTest, compare_groups, kpe_groups,
+                                    stratified_permutation_test)
 from kpe_lib.metrics.semantic import SemanticResult
 from kpe_lib.metrics.stats import SpearmanResult
 from kpe_lib.models.guidance import GuidedSamples, NoiseBatch, class_balanced_noise, sample_guided
 
-__all__ = ["MainRun", "GroupStudy", "ClassSummary", "Sweep", "main_guided_run", "group_study", "class_summary",
+__all__ = ["MainRun", "EnergySplit", "GroupStudy", "ClassSummary", "Sweep", "main_guided_run", "energy_split",
+           "group_study", "class_summary",
            "per_class_extremes", "guidance_sweep", "standard_error", "sweep_trend"]
 
 
@@ -75,15 +77,50 @@ def main_guided_run(backend: SemanticBackend, n: int, *, guidance: float, n_step
         batch_size: samples per sampling batch.
         device: where the sampler runs.
         classifier: whether the scorer is a classifier (then ``correct`` is filled in).
+
+    Where the guide can return its guidance part (``GuidedVelocity`` can), the run also splits every path's
+    energy into its conditional and guidance parts (:func:`energy_split`), from the same network calls.
     """
     noise = class_balanced_noise(n, backend.sample_shape, backend.num_classes, seed=seed)
+    split = callable(getattr(backend.guide(backend.model, guidance), "velocity_and_guidance", None))
     main = sample_guided(backend.model, noise.x0.to(device), noise.labels.to(device), scale=guidance,
-                         n_steps=n_steps, batch_size=batch_size, guide=backend.guide)
+                         n_steps=n_steps, batch_size=batch_size, guide=backend.guide, diagnostics=split)
     images = backend.to_images(main.x).cpu()
     sem = backend.semantics(images, noise.labels)
     correct = (sem.margin > 0).double() if classifier else None  # margin > 0 <=> top class is the intended one
     return MainRun(noise=noise, samples=main, images=images, sem=sem, kpe=main.kpe.cpu(), labels=noise.labels,
                    correct=correct)
+
+
+@dataclass
+class EnergySplit:
+    """A guided run's energy split into the conditional part, the guidance part and their cross term
+    (Mathematics §2.5): ``v_w = v_y + g`` with ``g = (w - 1)(v_y - v_null)``, so
+    ``1/2 int ||v_w||^2 = 1/2 int ||v_y||^2 + 1/2 int ||g||^2 + int <v_y, g>``.
+
+    Attributes:
+        table: one row per part (mean per sample and its share of the mean KPE).
+        guidance_share: mean guidance energy over mean KPE (0 at w = 1).
+        conditional, guidance: (B,) the two parts per sample (CPU, float64).
+    """
+
+    table: pd.DataFrame
+    guidance_share: float
+    conditional: torch.Tensor
+    guidance: torch.Tensor
+
+
+def energy_split(samples: GuidedSamples) -> EnergySplit | None:
+    """The :class:`EnergySplit` of a run sampled with ``diagnostics=True``; None when it was not."""
+    if samples.guidance_energy is None or samples.conditional_energy is None:
+        return None
+    kpe, cond, guid = samples.kpe.cpu(), samples.conditional_energy.cpu(), samples.guidance_energy.cpu()
+    parts = {"KPE (what the sampler follows)": kpe, "conditional part 1/2 int |v_y|^2": cond,
+             "guidance part 1/2 int |(w-1)(v_y - v_null)|^2": guid, "cross term int <v_y, g>": kpe - cond - guid}
+    total = float(kpe.mean())
+    table = pd.DataFrame([{"part": name, "mean per sample": float(v.mean()), "share of KPE": float(v.mean()) / total}
+                          for name, v in parts.items()]).set_index("part")
+    return EnergySplit(table=table, guidance_share=float(guid.mean()) / total, conditional=cond, guidance=guid)
 
 
 @dataclass
@@ -97,6 +134,8 @@ class GroupStudy:
         score_cmp, margin_cmp: the global comparisons of score and margin.
         rho_score, rho_margin: Spearman(KPE, score / margin) over all samples with bootstrap intervals.
         score_name, margin_name: the quantity names the comparisons are keyed by.
+        stratified: quantity name -> the stratified permutation test of the within-class cut (the primary
+            evidence: group membership re-assigned only inside each class, so the class mix cannot matter).
     """
 
     groups: KPEGroups
@@ -109,6 +148,7 @@ class GroupStudy:
     rho_margin: SpearmanResult
     score_name: str = "score"
     margin_name: str = "margin"
+    stratified: dict[str, StratifiedTest] = field(default_factory=dict)
 
     def within(self, quantity: str) -> GroupComparison:
         """The within-class comparison of ``"score"`` or ``"margin"``."""
@@ -125,7 +165,8 @@ class GroupStudy:
 def group_study(kpe: torch.Tensor, sem: SemanticResult, correct: torch.Tensor | None, labels: torch.Tensor,
                 cut: str | float, *, score_name: str, margin_name: str, seed: int = 0,
                 n_boot: int = 1000) -> GroupStudy:
-    """Cut the low and high KPE groups and compare score, margin (and accuracy) between them.
+    """Cut the low and high KPE groups and compare score, margin (and accuracy) between them: within each class
+    first (stratified permutation test, Welch beside), then pooled over classes.
 
     Args:
         kpe: (B,) per-sample KPE.
@@ -142,12 +183,15 @@ def group_study(kpe: torch.Tensor, sem: SemanticResult, correct: torch.Tensor | 
     quantities = {score_name: sem.score, margin_name: sem.margin}
     if correct is not None:
         quantities["classified as the intended class"] = correct
+    stratified = {qname: stratified_permutation_test(values, groups_cls, labels, seed=seed)
+                  for qname, values in quantities.items()}
     rows, comparisons = [], {}
-    for cut_name, g in (("global", groups), ("within class", groups_cls)):
+    for cut_name, g in (("within class", groups_cls), ("global", groups)):
         for qname, values in quantities.items():
             c = comparisons[(cut_name, qname)] = compare_groups(values, g)
             rows.append({"cut": cut_name, "quantity": qname, "low KPE": f"{c.mean_low:.2f} ± {c.std_low:.2f}",
                          "high KPE": f"{c.mean_high:.2f} ± {c.std_high:.2f}", "difference": round(c.diff, 3),
+                         "stratified p": f"{stratified[qname].p:.2g}" if cut_name == "within class" else "",
                          "Welch p": f"{c.welch_p:.2g}", "Mann-Whitney p": f"{c.mw_p:.2g}",
                          "rank-biserial": round(c.rank_biserial, 2), "n per group": c.n_low})
     table = pd.DataFrame(rows).set_index(["cut", "quantity"])
@@ -155,7 +199,8 @@ def group_study(kpe: torch.Tensor, sem: SemanticResult, correct: torch.Tensor | 
     rho_margin = spearman_with_ci(kpe, sem.margin, n_boot=n_boot, seed=seed)
     return GroupStudy(groups=groups, groups_cls=groups_cls, comparisons=comparisons, table=table,
                       score_cmp=comparisons[("global", score_name)], margin_cmp=comparisons[("global", margin_name)],
-                      rho_score=rho_score, rho_margin=rho_margin, score_name=score_name, margin_name=margin_name)
+                      rho_score=rho_score, rho_margin=rho_margin, score_name=score_name, margin_name=margin_name,
+                      stratified=stratified)
 
 
 @dataclass

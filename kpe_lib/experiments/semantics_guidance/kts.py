@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from kpe_lib.experiments.semantics_guidance import SemanticBackend
-from kpe_lib.experiments.semantics_guidance.analysis import GroupStudy, MainRun, Sweep
+from kpe_lib.experiments.semantics_guidance.analysis import EnergySplit, GroupStudy, MainRun, Sweep
 from kpe_lib.experiments.semantics_guidance.prepare import FidReference
 from kpe_lib.metrics.groups import GroupComparison
 from kpe_lib.metrics.quality import QualityResult, sample_quality
@@ -130,7 +130,7 @@ def _kid_columns(q: QualityResult) -> dict[str, Any]:
 
 
 def group_reading(score_cmp: GroupComparison, cls_score: GroupComparison, class_table: pd.DataFrame,
-                  rho_class: float | None) -> str:
+                  rho_class: float | None, within_p: float | None = None) -> str:
     """One sentence (Markdown) on where the low/high KPE difference of the score comes from.
 
     *Between classes* when the global cut is significant (either test, p < 0.05) with a higher high-KPE mean
@@ -139,22 +139,24 @@ def group_reading(score_cmp: GroupComparison, cls_score: GroupComparison, class_
 
     Args:
         score_cmp: the global comparison of the score; cls_score: the within-class one.
+        within_p: the within-class p-value to read (the stratified permutation test's); None: Welch's.
         class_table: per-class means (columns "mean KPE", index the class names), for the top-3 classes.
         rho_class: Spearman of class mean KPE and class mean score.
     """
     top_kpe = ", ".join(class_table["mean KPE"].sort_values(ascending=False).index[:3])
-    if score_cmp.diff > 0 and min(score_cmp.welch_p, score_cmp.mw_p) < 0.05 and cls_score.welch_p >= 0.05:
+    p_in = cls_score.welch_p if within_p is None else within_p
+    if score_cmp.diff > 0 and min(score_cmp.welch_p, score_cmp.mw_p) < 0.05 and p_in >= 0.05:
         return (f"In this run the difference comes from *between* classes: the classes whose samples spend the "
                 f"most energy ({top_kpe}) are among those the scorer recognises best (class-level Spearman of "
                 f"mean KPE and mean score {rho_class:+.2f}), while within a class the high- and low-KPE "
                 f"samples score alike (within-class cut: {cls_score.mean_low:.2f} -> {cls_score.mean_high:.2f}, "
-                f"p = {cls_score.welch_p:.2g}). A global cut alone would have credited KPE with an effect of "
+                f"p = {p_in:.2g}). A global cut alone would have credited KPE with an effect of "
                 f"the class mix.")
-    if score_cmp.diff > 0 and cls_score.diff > 0 and cls_score.welch_p < 0.05:
+    if cls_score.diff > 0 and p_in < 0.05:
         return (f"The difference persists within classes ({cls_score.mean_low:.2f} -> {cls_score.mean_high:.2f}, "
-                f"p = {cls_score.welch_p:.2g}), so it is not only an effect of which classes spend more energy.")
+                f"p = {p_in:.2g}), so it is not only an effect of which classes spend more energy.")
     return (f"Neither cut shows a clear difference in this run (global p = {score_cmp.welch_p:.2g}, "
-            f"within class p = {cls_score.welch_p:.2g}).")
+            f"within class p = {p_in:.2g}).")
 
 
 def guidance_reading(trend: Mapping[str, float]) -> str:
@@ -167,7 +169,8 @@ def guidance_reading(trend: Mapping[str, float]) -> str:
 
 def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep, kts: KTSStudy, *,
                     classifier_accuracy: float | None = None, correct: torch.Tensor | None = None,
-                    tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    tests: Mapping[str, Any] | None = None, split: EnergySplit | None = None,
+                    study_w1: GroupStudy | None = None) -> dict[str, Any]:
     """The ``metrics`` of the results file: group statistics, sweep means and trends, KTS scores (FID, KID,
     precision, recall, semantics) and the tests behind the scoreboard rows (no verdicts: the scoreboard
     judges them from these numbers).
@@ -178,6 +181,9 @@ def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep,
         classifier_accuracy: held-out accuracy of the classifier (cifar backend only).
         correct: (B,) 0/1 "classified as intended" of the main run (cifar backend only).
         tests: the records behind the rows (``metrics["tests"]``), or None.
+        split: the main run's energy split (``kpe_guidance_share``), or None.
+        study_w1: the group study of the same noise at guidance 1 (``score_low_w1``, ``score_high_w1``: the
+            within-class cut's means, and its stratified p), or None.
     """
     s, m = study.score_cmp, study.margin_cmp
     metrics = {
@@ -207,6 +213,16 @@ def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep,
     if correct is not None:
         metrics["generated_accuracy"] = float(correct.mean())
     _add_new_metrics(metrics, study, kts, tests)
+    if study.stratified:
+        metrics.update(score_within_class_p=study.stratified[study.score_name].p,
+                       margin_within_class_p=study.stratified[study.margin_name].p)
+    if split is not None:
+        metrics["kpe_guidance_share"] = split.guidance_share
+    if study_w1 is not None:
+        w1 = study_w1.within("score")
+        metrics.update(score_low_w1=w1.mean_low, score_high_w1=w1.mean_high,
+                       score_w1_within_class_p=study_w1.stratified[study_w1.score_name].p
+                       if study_w1.stratified else w1.welch_p)
     return metrics
 
 

@@ -1,11 +1,13 @@
 """The tests behind the chapter's scoreboard rows (Mathematics §5.7).
 
 **Groups.** The low- and high-KPE groups are two disjoint sets of samples, so each comparison is an
-unpaired two-sample test: Welch's t test (two-sided, the chapter's test), with Welch's 95% interval of
-``mean(high) - mean(low)`` and the Mann-Whitney p beside it. The *within-class* rows use the groups cut
-inside each class (the same number of samples of every class in both groups, so the class mix cancels from
-the difference of the means); Welch's variance there still holds the between-class spread, which makes
-the test conservative. The *pooled* rows use the global cut.
+unpaired two-sample test. The *within-class* rows (primary) use the groups cut inside each class (the same
+number of samples of every class in both groups) and a **stratified permutation test**: the high-minus-low
+difference averaged over classes, its null distribution from re-assigning group membership only inside each
+class, its interval from a stratified bootstrap (``kpe_lib.metrics.groups.stratified_permutation_test``), so
+that neither the class mix nor the spread between classes enters; Welch's p of the same cut is kept beside.
+The *pooled* rows use the global cut and Welch's t test (two-sided) with Welch's 95% interval of
+``mean(high) - mean(low)``, the Mann-Whitney p beside it.
 
 **KTS.** FM, the launch and the landing integrate the *same* noise vectors with the same classes (the
 first ``n`` of the main run), so every change is paired row by row: the paired bootstrap of FID
@@ -33,12 +35,13 @@ import scipy.stats
 import torch
 
 from kpe_lib.metrics import bootstrap_ci, paired_kid_change, paired_set_change, precision_recall
-from kpe_lib.metrics.groups import GroupComparison
+from kpe_lib.metrics.groups import GroupComparison, StratifiedTest
 
 __all__ = ["welch_interval", "group_test", "semantics_tests", "paired_mean_change", "paired_change_record",
            "kts_tests"]
 
 WELCH_WITHIN = "Welch t, within-class cut"
+STRATIFIED_WITHIN = "stratified permutation, within class"
 WELCH_POOLED = "Welch t, pooled cut"
 
 
@@ -57,13 +60,23 @@ def group_test(c: GroupComparison, test: str, cut: str) -> dict[str, Any]:
             "mann_whitney_p": _finite(c.mw_p), "n_low": c.n_low, "n_high": c.n_high, "cut": cut}
 
 
+def stratified_record(t: StratifiedTest, welch: GroupComparison) -> dict[str, Any]:
+    """The record of a within-class row: the stratified permutation p and bootstrap interval, Welch's p beside."""
+    return {"test": STRATIFIED_WITHIN, "p": _finite(t.p), "ci95": [t.ci95[0], t.ci95[1]], "n": t.n,
+            "welch_p": _finite(welch.welch_p), "n_perm": t.n_perm, "n_strata": t.n_strata, "cut": "within class"}
+
+
 def semantics_tests(comparisons: Mapping[tuple[str, str], GroupComparison], score_name: str,
-                    margin_name: str) -> dict[str, dict[str, Any]]:
+                    margin_name: str, stratified: Mapping[str, StratifiedTest] | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """Records of the four group rows: ``score_within``, ``margin_within`` (within-class cut) and
-    ``score_pooled``, ``margin_pooled`` (global cut), from the group study's ``comparisons``."""
+    ``score_pooled``, ``margin_pooled`` (global cut), from the group study's ``comparisons`` and, for the
+    within-class rows, its ``stratified`` tests (without them: Welch's t on the within-class cut)."""
     out = {}
     for quantity, name in (("score", score_name), ("margin", margin_name)):
-        out[f"{quantity}_within"] = group_test(comparisons[("within class", name)], WELCH_WITHIN, "within class")
+        within = comparisons[("within class", name)]
+        out[f"{quantity}_within"] = (stratified_record(stratified[name], within) if stratified
+                                     else group_test(within, WELCH_WITHIN, "within class"))
     for quantity, name in (("score", score_name), ("margin", margin_name)):
         out[f"{quantity}_pooled"] = group_test(comparisons[("global", name)], WELCH_POOLED, "global")
     return out
