@@ -214,10 +214,11 @@ def _execute(chapter: Chapter, root: Path, params: dict, target: Path, failed_di
         written = Path(tmp) / "outputs.txt"
         try:
             try:
-                # Passive OpenMP waiting: spinning threads slow torch down many times on a busy machine.
+                # OpenMP's own wait policy (a user's OMP_WAIT_POLICY passes through): on an idle machine
+                # PASSIVE made the chapters' small-kernel torch work 1.3-1.5x slower
+                # (benchmarks/bench_omp_wait.py); one heavy job at a time keeps spinning threads harmless.
                 with _environ(KPE_PROGRESS="0", KPE_ROOT=str(root), JUPYTER_RUNTIME_DIR=str(Path(tmp) / "runtime"),
-                              **{OUTPUTS_LOG: str(written)},
-                              OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
+                              **{OUTPUTS_LOG: str(written)}):
                     pm.execute_notebook(str(source_nb), str(running), parameters=chosen, kernel_name="python3",
                                         cwd=str(root), progress_bar=False, log_output=False,
                                         request_save_on_cell_execute=False)
