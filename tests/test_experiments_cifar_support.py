@@ -6,7 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.experiments.cifar_support import SpaceFeatures, norm_controls, support_correlations
+from kpe_lib.experiments.cifar_support import SpaceFeatures, norm_controls, norm_reading, support_correlations
 
 
 def test_queries_moving_away_from_the_data_give_rho_minus_one():
@@ -420,3 +420,14 @@ def test_norm_controls_keep_a_correlation_carried_by_the_excess_energy():
     assert abs(rows["sample norm only"].rho) < 0.2
     assert rows["excess energy"].rho < -0.95 and rows["excess energy"].ci[1] < -0.9
     assert rows["KPE | sample norm"].rho < -0.9 and rows["KPE | sample norm"].ci[1] < 0
+
+
+def test_norm_reading_names_what_carries_the_correlation():
+    by_norm = norm_reading(norm_controls(*_norm_world(False), n_boot=200), "toy")
+    assert "the sample norm carries" in by_norm and by_norm.startswith("In the toy space")
+    by_energy = norm_reading(norm_controls(*_norm_world(True), n_boot=200), "toy")
+    assert "Both controls keep the negative sign" in by_energy
+    kpe, straight, norm, _ = _norm_world(True)
+    unrelated = torch.randn(kpe.shape[0], generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert "does not go with sparse support" in norm_reading(norm_controls(kpe, straight, norm, unrelated,
+                                                                           n_boot=200), "toy")

@@ -343,13 +343,17 @@ def test_kts_tests_are_paired_on_the_shared_noise():
     real = torch.randn(40, 5, generator=g)
     fm = torch.randn(20, 5, generator=g)
     quality = {"FM": types.SimpleNamespace(features=fm), "launch": types.SimpleNamespace(features=fm * 0.9),
-               "landing": types.SimpleNamespace(features=fm + 0.3)}
+               "landing": types.SimpleNamespace(features=fm + 0.3),
+               "landing (linear)": types.SimpleNamespace(features=fm + 0.1)}
     score = torch.randn(20, generator=g, dtype=torch.float64)
-    runs = {"FM": {"score": score}, "launch": {"score": score + 0.1}}
+    runs = {"FM": {"score": score}, "launch": {"score": score + 0.1}, "landing": {"score": score - 0.2},
+            "landing (linear)": {"score": score}}
     reference = ReferenceSet(features=real, stats=feature_statistics(real))
     out = row_tests.kts_tests(runs, quality, reference, seed=3, n_boot_fid=30, n_boot_kid=40, n_boot_recall=20,
                               n_boot_mean=50)
-    assert list(out) == ["fid_launch", "kid_launch", "score_launch", "recall_landing", "fid_landing", "kid_landing"]
+    assert list(out) == [f"{q}_{k}" for k in ("launch", "landing", "landing_linear")
+                         for q in ("fid", "kid", "score", "recall")]
+    assert out["score_landing"]["change"] == pytest.approx(-0.2) and out["score_landing_linear"]["change"] == 0
     fid = FrechetReference.from_stats(reference.stats).paired_change(fm, fm * 0.9, n_boot=30, seed=3)
     assert out["fid_launch"]["p"] == fid.pvalue and out["fid_launch"]["ci95"] == list(fid.ci)
     kid = paired_kid_change(real, fm, fm + 0.3, n_boot=40, seed=3)

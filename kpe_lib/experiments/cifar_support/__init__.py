@@ -15,7 +15,8 @@ holds the chapter's computations, in the order the chapter runs them:
 """
 from kpe_lib.experiments.cifar_support.correlations import (BANDWIDTH_RULES, ESTIMATORS, SpaceFeatures,
                                                             NormControl, SupportCorrelation, SupportStudy,
-                                                            norm_controls, partial_spearman, support_correlations,
+                                                            norm_controls, norm_reading, partial_spearman,
+                                                            support_correlations,
                                                             support_tests)
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, SpaceSettings,
                                                      build_space, encode_spaces, inception_reference,
@@ -29,7 +30,7 @@ from kpe_lib.experiments.cifar_support.figures import (extremes_figure, kpe_figu
                                                        sweep_figure)
 
 __all__ = ["BANDWIDTH_RULES", "ESTIMATORS", "SpaceFeatures", "SupportCorrelation", "SupportStudy",
-           "NormControl", "norm_controls", "partial_spearman", "support_correlations", "support_tests",
+           "NormControl", "norm_controls", "norm_reading", "partial_spearman", "support_correlations", "support_tests",
            "CifarData", "FeatureSet", "FlowModel", "MainSamples", "SpaceSettings", "build_space", "encode_spaces",
            "inception_reference", "load_cifar_splits", "loss_window", "sample_main", "to_unit", "train_flow_model",
            "unet_config",

@@ -28,8 +28,8 @@ import torch
 
 import kpe_lib
 from kpe_lib.distributed import sample_sharded
-from kpe_lib.experiments.cifar_support.correlations import (SpaceFeatures, SupportStudy, partial_spearman,
-                                                            support_correlations)
+from kpe_lib.experiments.cifar_support.correlations import (NormControl, SpaceFeatures, SupportStudy,
+                                                            partial_spearman, support_correlations)
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, Stage,
                                                      _no_stage)
 from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_distance, inception_protocol,
@@ -288,7 +288,8 @@ def _median_rho(study: SupportStudy, names: Sequence[str], est: str) -> float:
 
 def chapter_metrics(study: SupportStudy, names: Sequence[str], *, partial: PartialCorrelations, rho_norm: float,
                     quality: SampleQuality, main: MainSamples, robust: NFERobustness, sweep: SupportSweep,
-                    flow: FlowModel, feats: FeatureSet, tests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    flow: FlowModel, feats: FeatureSet, tests: Mapping[str, Any] | None = None,
+                    norm: tuple[str, Sequence[NormControl]] | None = None) -> dict[str, Any]:
     """The chapter's metrics record (``results/<scale>/03_cifar_support.json``, key ``metrics``).
 
     Args:
@@ -297,11 +298,20 @@ def chapter_metrics(study: SupportStudy, names: Sequence[str], *, partial: Parti
         quality, main, robust, sweep, flow, feats: the results of the cells above.
 
         tests: the test records behind the scoreboard rows (:func:`support_tests`), stored as ``"tests"``.
+        norm: (primary space, its :func:`norm_controls` rows): ``spearman_primary``, ``spearman_norm_only``,
+            ``spearman_partial_norm_primary``, ``spearman_excess_primary`` and their ``*_ci95``.
 
     The verdicts are not stored here: the scoreboard rows judge ``metrics["tests"]``.
     """
     pr = quality.pr
-    return {
+    extra: dict[str, Any] = {"n_samples": int(main.kpe.numel())}
+    if norm is not None:
+        keys = {"KPE": "spearman_primary", "sample norm only": "spearman_norm_only",
+                "KPE | sample norm": "spearman_partial_norm_primary", "excess energy": "spearman_excess_primary"}
+        extra["spearman_primary_space"] = norm[0]
+        for row in norm[1]:
+            extra.update({keys[row.quantity]: row.rho, f"{keys[row.quantity]}_ci95": list(row.ci)})
+    return {**extra,
         "spearman_knn": {n: study.rho(n, "knn") for n in names},
         "spearman_kde": {n: study.rho(n, "kde") for n in names},
         "spearman_knn_ci": {n: [study.row(n, "knn").ci_low, study.row(n, "knn").ci_high] for n in names},

@@ -134,12 +134,14 @@ def sweep_grid_figure(sweep: Sweep, class_names: list[str], side: int) -> Figure
 
 def kts_figure(kts: KTSStudy, settings: Mapping[str, Any], num_classes: int, *, alpha0: float, beta0: float,
                tau_split: float) -> Figure:
-    """The KTS gains eta(t), and two samples per class of every setting with its FID."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), gridspec_kw={"width_ratios": [1.2, 1, 1, 1]})
-    gains: dict[str, Callable] = {"FM": lambda t: torch.ones_like(t), f"launch a0={alpha0:g}": settings["launch"],
-                                  f"landing b0={beta0:g}": settings["landing"]}
+    """The KTS gains eta(t) of every setting, and two samples per class of every setting with its FID."""
+    n_runs = len(kts.runs)
+    fig, axes = plt.subplots(1, n_runs + 1, figsize=(3.75 * (n_runs + 1), 3.2),
+                             gridspec_kw={"width_ratios": [1.2] + [1] * n_runs})
+    gains: dict[str, Callable] = {name: (lambda t: torch.ones_like(t)) if gain is None else gain
+                                  for name, gain in settings.items()}
     gain_plot(gains, ax=axes[0], tau_split=tau_split)
-    axes[0].set_title("KTS gains")
+    axes[0].set_title(f"KTS gains (a0 = {alpha0:g}, b0 = {beta0:g})")
     n_cls = min(num_classes, 10)
     for ax, (name, r) in zip(axes[1:], kts.runs.items()):
         image_grid(r["images"][:2 * n_cls], nrow=n_cls // 2 if n_cls >= 4 else n_cls, ax=ax,

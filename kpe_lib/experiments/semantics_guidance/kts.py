@@ -22,14 +22,16 @@ import torch
 from kpe_lib.experiments.semantics_guidance import SemanticBackend
 from kpe_lib.experiments.semantics_guidance.analysis import EnergySplit, GroupStudy, MainRun, Sweep
 from kpe_lib.experiments.semantics_guidance.prepare import FidReference
+from kpe_lib.experiments.semantics_guidance.row_tests import setting_key
 from kpe_lib.metrics.groups import GroupComparison
 from kpe_lib.metrics.quality import QualityResult, sample_quality
 from kpe_lib.models.guidance import sample_guided
 
 ROW_TESTS = {
-    "groups": "Welch t (two-sided) with Welch's 95% interval of mean(high) - mean(low), Mann-Whitney p beside; "
-              "within-class rows (primary): groups cut inside each class; pooled rows: the global cut",
-    "kts": "FM, launch and landing share the noise and classes: paired bootstrap of the FID / KID / recall change "
+    "groups": "within-class rows (primary): groups cut inside each class, stratified permutation test with a "
+              "stratified bootstrap 95% interval of the class-averaged mean(high) - mean(low), Welch p beside; "
+              "pooled rows: the global cut, Welch t (two-sided) with Welch's 95% interval, Mann-Whitney p beside",
+    "kts": "FM, launch and both landings share the noise and classes: paired bootstrap of the FID / KID / recall change "
            "(noise vectors resampled, reference fixed); score: paired t on the per-sample differences with the "
            "paired bootstrap 95% interval of their mean (Wilcoxon signed-rank p beside)",
 }
@@ -205,7 +207,7 @@ def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep,
     }
     for name in kts.runs:
         for key in ("fid", "score", "recall", "precision"):
-            metrics[f"{key}_{name.lower()}"] = metrics["kts"][name][key]
+            metrics[f"{key}_{setting_key(name)}"] = metrics["kts"][name][key]
     if kts.real_quality is not None:
         metrics["fid_real_floor"] = kts.real_quality.fid
     if classifier_accuracy is not None:
@@ -236,7 +238,7 @@ def _add_new_metrics(metrics: dict[str, Any], study: GroupStudy, kts: KTSStudy, 
     for name, q in kts.quality.items():
         if getattr(q, "kid", None) is not None:
             metrics["kts"][name].update(kid=q.kid.value, kid_ci95=list(q.kid.ci))
-            metrics[f"kid_{name.lower()}"] = q.kid.value
+            metrics[f"kid_{setting_key(name)}"] = q.kid.value
     real = kts.real_quality
     if real is not None and getattr(real, "kid", None) is not None:
         metrics.update(kid_real_floor=real.kid.value, kid_real_floor_ci95=list(real.kid.ci))
@@ -260,12 +262,15 @@ def chapter_protocol(backend_kind: str, backend: SemanticBackend, study: GroupSt
     """
     return {
         "backend": backend_kind, "score": backend.score_name, "margin": backend.margin_name,
-        "group_cut": study.groups.cut, "group_test": "Welch t (two-sided) and Mann-Whitney U (two-sided)",
+        "group_cut": study.groups.cut,
+        "group_test": ("within class: stratified permutation test (10,000 within-class shuffles) with a stratified "
+                       "bootstrap interval, Welch t beside; pooled: Welch t (two-sided) and Mann-Whitney U"),
         "guidance": guidance, "solver": "euler", "grid": "uniform", "nfe": n_steps,
         "network_evals_per_sample": main.samples.model_evals, "n_samples": n_samples, "seed": seed,
         "sweep_scales": list(sweep_scales), "sweep_samples": sweep.n,
         "kts": {"launch": {"alpha0": alpha0, "form": "linear"},
-                "landing": {"beta0": beta0, "form": "exponential", "k": 3.0}, "tau_split": tau_split},
+                "landing": {"beta0": beta0, "form": "exponential", "k": 3.0},
+                "landing (linear)": {"beta0": beta0, "form": "linear"}, "tau_split": tau_split},
         "fid": kts.fid_protocol, "fid_protocol": kts.quality["FM"].protocol,
         "row_tests": dict(ROW_TESTS),
         "backend_settings": backend.protocol, "paper_path_exercised": paper_path_exercised,

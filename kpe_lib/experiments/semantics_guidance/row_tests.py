@@ -37,8 +37,8 @@ import torch
 from kpe_lib.metrics import bootstrap_ci, paired_kid_change, paired_set_change, precision_recall
 from kpe_lib.metrics.groups import GroupComparison, StratifiedTest
 
-__all__ = ["welch_interval", "group_test", "semantics_tests", "paired_mean_change", "paired_change_record",
-           "kts_tests"]
+__all__ = ["welch_interval", "group_test", "stratified_record", "semantics_tests", "paired_mean_change",
+           "paired_change_record", "setting_key", "kts_tests"]
 
 WELCH_WITHIN = "Welch t, within-class cut"
 STRATIFIED_WITHIN = "stratified permutation, within class"
@@ -121,16 +121,21 @@ def paired_change_record(test: str, change: Any) -> dict[str, Any]:
             "n_boot": change.n_boot, "bias": _finite(change.bias)}
 
 
+def setting_key(name: str) -> str:
+    """The results-key form of a KTS setting's name: ``"landing (linear)"`` -> ``"landing_linear"``."""
+    return "_".join(name.lower().replace("(", " ").replace(")", " ").split())
+
+
 def kts_tests(runs: Mapping[str, Mapping[str, torch.Tensor]], quality: Mapping[str, Any], reference: Any, *,
               seed: int, n_boot_fid: int = 200, n_boot_kid: int = 1000, n_boot_recall: int = 200,
               n_boot_mean: int = 1000) -> dict[str, dict[str, Any]]:
-    """Records of the KTS rows, FM against the launch and the landing on the shared noise.
-
-    Keys: ``fid_launch``, ``kid_launch``, ``score_launch`` and ``recall_landing`` (the rows), and
-    ``fid_landing``, ``kid_landing`` (the landing's cost in FID and KID, for the prose).
+    """Records of every KTS setting against FM on the shared noise: ``fid_<key>``, ``kid_<key>``, ``score_<key>``
+    and ``recall_<key>`` for each setting but FM (``key`` = :func:`setting_key` of its name). The scoreboard
+    reads ``fid_launch``, ``kid_launch``, ``score_launch`` and ``recall_landing``; the others are for the prose
+    and the KTS table.
 
     Args:
-        runs: setting -> per-sample ``"score"`` (``KTSStudy.runs``), with "FM", "launch", "landing".
+        runs: setting -> per-sample ``"score"`` (``KTSStudy.runs``), with "FM" among them.
         quality: setting -> ``QualityResult`` with ``.features`` (``KTSStudy.quality``).
         reference: the ``ReferenceSet`` (its ``.features`` and ``.frechet_reference()``).
         seed: seed of every bootstrap (each its own generator).
@@ -138,21 +143,20 @@ def kts_tests(runs: Mapping[str, Mapping[str, torch.Tensor]], quality: Mapping[s
     """
     fm = quality["FM"].features
     frechet = reference.frechet_reference()
-    out = {}
-    for name in ("launch", "landing"):
-        feats = quality[name].features
-        out[f"fid_{name}"] = paired_change_record(
-            "paired bootstrap (FID)", frechet.paired_change(fm, feats, n_boot=n_boot_fid, seed=seed))
-        out[f"kid_{name}"] = paired_change_record(
-            "paired bootstrap (KID)", paired_kid_change(reference.features, fm, feats, n_boot=n_boot_kid, seed=seed))
-    out["score_launch"] = paired_mean_change(runs["FM"]["score"], runs["launch"]["score"], n_boot=n_boot_mean,
-                                             seed=seed)
 
     def recall(real, fake) -> float:
         return precision_recall(real, fake, k=3).recall
 
-    out["recall_landing"] = paired_change_record(
-        "paired bootstrap (recall)", paired_set_change(recall, reference.features, fm, quality["landing"].features,
-                                                       n_boot=n_boot_recall, seed=seed))
-    return {k: out[k] for k in ("fid_launch", "kid_launch", "score_launch", "recall_landing", "fid_landing",
-                                "kid_landing")}
+    out = {}
+    for name in (n for n in runs if n != "FM"):
+        key, feats = setting_key(name), quality[name].features
+        out[f"fid_{key}"] = paired_change_record(
+            "paired bootstrap (FID)", frechet.paired_change(fm, feats, n_boot=n_boot_fid, seed=seed))
+        out[f"kid_{key}"] = paired_change_record(
+            "paired bootstrap (KID)", paired_kid_change(reference.features, fm, feats, n_boot=n_boot_kid, seed=seed))
+        out[f"score_{key}"] = paired_mean_change(runs["FM"]["score"], runs[name]["score"], n_boot=n_boot_mean,
+                                                 seed=seed)
+        out[f"recall_{key}"] = paired_change_record(
+            "paired bootstrap (recall)", paired_set_change(recall, reference.features, fm, feats,
+                                                           n_boot=n_boot_recall, seed=seed))
+    return out
