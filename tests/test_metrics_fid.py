@@ -203,3 +203,12 @@ def test_paired_fid_change_is_the_paired_bootstrap_of_exact_distances():
     assert res.ci[0] > 0 and res.pvalue == 0.0
     same = ref.paired_change(a, a.clone(), n_boot=20)
     assert same.change == 0.0 and same.pvalue == 1.0
+
+
+def test_inception_batch_defaults_by_device_and_checks_its_input():
+    from kpe_lib.metrics.fid import inception_batch
+
+    assert inception_batch(None, "cpu") == 16 and inception_batch(None, "cuda:0") == 250
+    assert inception_batch(7, "cpu") == 7
+    with pytest.raises(ValueError, match="batch_size"):
+        inception_batch(0, "cpu")

@@ -125,13 +125,23 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return x * (255.0 / 128.0) - 1.0
 
 
-def inception_features(images: torch.Tensor, batch_size: int = 50, device: str = "cpu",
+def inception_batch(batch_size: int | None, device: str | torch.device) -> int:
+    """Images per Inception forward pass: ``batch_size``, or by default 16 on the CPU (with channels-last input,
+    90 ms per image on 2 cores against 160 ms at batch 50 in the default layout) and 250 on an accelerator."""
+    if batch_size is None:
+        return 16 if torch.device(device).type == "cpu" else 250
+    check_positive_int(batch_size, "batch_size")
+    return batch_size
+
+
+def inception_features(images: torch.Tensor, batch_size: int | None = None, device: str = "cpu",
                        progress: bool | None = None) -> torch.Tensor:
-    """2048-d pool features of the FID network (module protocol), batched.
+    """2048-d pool features of the FID network (module protocol), batched, channels-last input (the same
+    features to about 1e-6 relative, 1.3x faster on the CPU).
 
     Args:
         images: (N, C, H, W) in [0, 1], C in (1, 3).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (None: :func:`inception_batch`'s default for ``device``).
         device: where to run the network.
         progress: tqdm bar over batches (None: auto, off under CI).
 
@@ -139,12 +149,13 @@ def inception_features(images: torch.Tensor, batch_size: int = 50, device: str =
         (N, 2048) float32 features on CPU.
     """
     x = check_images(images)
-    check_positive_int(batch_size, "batch_size")
+    batch_size = inception_batch(batch_size, device)
     net = load_inception(str(device))
     out = []
     with torch.no_grad():
         for s in tqdm(range(0, x.shape[0], batch_size), desc="inception", disable=progress_disabled(progress)):
-            out.append(net(preprocess(x[s:s + batch_size]).to(device)).float().cpu())
+            batch = preprocess(x[s:s + batch_size]).contiguous(memory_format=torch.channels_last)
+            out.append(net(batch.to(device)).float().cpu())
     return torch.cat(out)
 
 
@@ -312,7 +323,7 @@ class ReferenceStats:
     features: torch.Tensor | None = field(default=None, repr=False)
 
 
-def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str = "cpu",
+def reference_statistics(real: torch.Tensor, batch_size: int | None = None, device: str = "cpu",
                          cache: str | os.PathLike | bool | None = None, progress: bool | None = None
                          ) -> ReferenceStats:
     """Inception features and statistics of the real images, cached on disk by a fingerprint of the images.
@@ -345,7 +356,7 @@ def reference_statistics(real: torch.Tensor, batch_size: int = 50, device: str =
     return ReferenceStats(stats, False, path, feats)
 
 
-def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int = 50, reference_cache: str | os.PathLike | bool | None
+def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int | None = None, reference_cache: str | os.PathLike | bool | None
         = None, device: str = "cpu", protocol: Mapping[str, Any] | None = None, progress: bool | None = None
         ) -> FIDResult:
     """FID between real and generated images under the module protocol (Mathematics §5).

@@ -93,13 +93,13 @@ class QualityResult:
     features: torch.Tensor | None = field(default=None, repr=False)
 
 
-def _inception(batch_size: int, device: str) -> FeatureFn:
+def _inception(batch_size: int | None, device: str) -> FeatureFn:
     return lambda x: inception_features(x, batch_size=batch_size, device=device, progress=False)
 
 
 def reference_set(images: torch.Tensor, description: Mapping[str, Any] | None = None, *,
                   features: FeatureFn | None = None, feature_name: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, batch_size: int = 50,
+                  cache_dir: str | os.PathLike | None = None, batch_size: int | None = None,
                   device: str = "cpu") -> ReferenceSet:
     """Features and statistics of a reference image set.
 
@@ -142,7 +142,7 @@ def reference_set(images: torch.Tensor, description: Mapping[str, Any] | None = 
 
 def sample_quality(reference: ReferenceSet, images: torch.Tensor, protocol: Mapping[str, Any] | None = None, *,
                    k: int = 3, features: FeatureFn | None = None, feature_name: str | None = None,
-                   batch_size: int = 50, device: str = "cpu") -> QualityResult:
+                   batch_size: int | None = None, device: str = "cpu") -> QualityResult:
     """FID, KID, precision and recall of generated images against ``reference`` (Mathematics §5).
 
     Args:

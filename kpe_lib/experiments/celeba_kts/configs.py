@@ -327,7 +327,7 @@ class PairedFidChanges:
         return result
 
 
-def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int = 50,
+def fid_of_images(images01: torch.Tensor, reference: FrechetReference, batch_size: int | None = None,
                   device: str = "cpu") -> tuple[float, torch.Tensor]:
     """FID of images in [0, 1] against the reference, and their Inception features (one pass).
 
