@@ -92,16 +92,18 @@ def test_checkpoint_every_and_the_off_options_keep_the_cpu_cache_keys(tmp_path):
     data = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     model = {"kind": "mlp"}
     before = [TrainConfig(steps=s, batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
-                          ema_decay=p["celeba_ema_decay"], seed=0) for s in p["celeba_checkpoints"]]
+                          ema_decay=p["celeba_ema_decay"], seed=0, bf16=p["celeba_bf16"]) for s in p["celeba_checkpoints"]]
     now = celeba_kts.checkpoint_configs(p["celeba_checkpoints"], batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
                                         ema_decay=p["celeba_ema_decay"], seed=0,
                                         checkpoint_every=p["celeba_checkpoint_every"], bf16=p["celeba_bf16"],
                                         compile=p["celeba_compile"])
     gpu = celeba_kts.checkpoint_configs(p["celeba_checkpoints"], batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
-                                        ema_decay=p["celeba_ema_decay"], seed=0, checkpoint_every=5000)
+                                        ema_decay=p["celeba_ema_decay"], seed=0, checkpoint_every=5000,
+                                        bf16=p["celeba_bf16"])
     for a, b, c in zip(before, now, gpu):
         assert cache_key(model, a, data) == cache_key(model, b, data) == cache_key(model, c, data)
     assert cache_key(model, TrainConfig(bf16=True), data) != cache_key(model, TrainConfig(), data)
+    assert cache_key(model, TrainConfig(compile=False), data) == cache_key(model, TrainConfig(), data)
     # a model cached without checkpoints is a cache hit for a run asking for them: nothing is trained again
     points = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
     mlp = {"kind": "mlp", "dim": 2, "hidden": 16, "depth": 2}
