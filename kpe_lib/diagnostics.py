@@ -236,7 +236,8 @@ def to_dataframe(result: Any):
 
     Columns: ``kpe``, ``kpe_raw``, ``kpe_early``, ``kpe_late`` and, when diagnostics were recorded,
     ``chord_energy``, ``straightness``, ``path_length``, ``max_acceleration`` (the largest value of the
-    acceleration profile), ``guidance_energy``, ``guidance_share`` and ``conditional_energy`` (guided fields). ``df.attrs`` holds
+    acceleration profile), ``guidance_energy``, ``guidance_share`` and ``conditional_energy`` (guided fields).
+    ``df.attrs`` holds
     ``energy_norm``, ``solver``, ``energy_rule``, ``nfe``, ``n_steps`` and ``tau_split``.
 
     Raises:

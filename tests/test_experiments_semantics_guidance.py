@@ -314,7 +314,8 @@ def test_semantics_tests_read_the_within_class_and_global_comparisons():
     assert study.within("margin") is within
     strat = row_tests.semantics_tests(study.comparisons, "s", "m", study.stratified)
     assert strat["margin_within"]["test"] == row_tests.STRATIFIED_WITHIN
-    assert strat["margin_within"]["p"] == study.stratified["m"].p and strat["margin_within"]["welch_p"] == within.welch_p
+    assert strat["margin_within"]["p"] == study.stratified["m"].p
+    assert strat["margin_within"]["welch_p"] == within.welch_p
     assert strat["score_pooled"] == out["score_pooled"]
     # within each class the score rises with KPE and the margin falls: the stratified differences say so
     assert study.stratified["s"].diff > 0 > study.stratified["m"].diff and study.stratified["s"].n_strata == 2

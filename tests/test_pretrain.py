@@ -92,7 +92,8 @@ def test_checkpoint_every_and_the_off_options_keep_the_cpu_cache_keys(tmp_path):
     data = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     model = {"kind": "mlp"}
     before = [TrainConfig(steps=s, batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
-                          ema_decay=p["celeba_ema_decay"], seed=0, bf16=p["celeba_bf16"]) for s in p["celeba_checkpoints"]]
+                          ema_decay=p["celeba_ema_decay"], seed=0, bf16=p["celeba_bf16"])
+              for s in p["celeba_checkpoints"]]
     now = celeba_kts.checkpoint_configs(p["celeba_checkpoints"], batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
                                         ema_decay=p["celeba_ema_decay"], seed=0,
                                         checkpoint_every=p["celeba_checkpoint_every"], bf16=p["celeba_bf16"],

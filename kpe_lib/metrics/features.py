@@ -267,7 +267,8 @@ class InceptionFeatures(FeatureSpace):
 
     name = "inception"
 
-    def __init__(self, value_range: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None, device: str = "cpu",
+    def __init__(self, value_range: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
+                 device: str = "cpu",
                  progress: bool | None = None) -> None:
         lo, hi = map(float, value_range)
         if not hi > lo:

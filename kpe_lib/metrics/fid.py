@@ -356,9 +356,9 @@ def reference_statistics(real: torch.Tensor, batch_size: int | None = None, devi
     return ReferenceStats(stats, False, path, feats)
 
 
-def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int | None = None, reference_cache: str | os.PathLike | bool | None
-        = None, device: str = "cpu", protocol: Mapping[str, Any] | None = None, progress: bool | None = None
-        ) -> FIDResult:
+def fid(real: torch.Tensor, fake: torch.Tensor, batch_size: int | None = None,
+        reference_cache: str | os.PathLike | bool | None = None, device: str = "cpu",
+        protocol: Mapping[str, Any] | None = None, progress: bool | None = None) -> FIDResult:
     """FID between real and generated images under the module protocol (Mathematics §5).
 
     Args:

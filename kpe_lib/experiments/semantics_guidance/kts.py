@@ -31,7 +31,8 @@ ROW_TESTS = {
     "groups": "within-class rows (primary): groups cut inside each class, stratified permutation test with a "
               "stratified bootstrap 95% interval of the class-averaged mean(high) - mean(low), Welch p beside; "
               "pooled rows: the global cut, Welch t (two-sided) with Welch's 95% interval, Mann-Whitney p beside",
-    "kts": "FM, launch and both landings share the noise and classes: paired bootstrap of the FID / KID / recall change "
+    "kts": "FM, launch and both landings share the noise and classes: paired bootstrap of the FID / KID / recall "
+           "change "
            "(noise vectors resampled, reference fixed); score: paired t on the per-sample differences with the "
            "paired bootstrap 95% interval of their mean (Wilcoxon signed-rank p beside)",
 }
