@@ -6,7 +6,8 @@ import pytest
 import scipy.stats
 import torch
 
-from kpe_lib.experiments.cifar_support import SpaceFeatures, norm_controls, norm_reading, support_correlations
+from kpe_lib.experiments.cifar_support import (NormControl, SpaceFeatures, norm_controls, norm_reading,
+                                               support_correlations)
 
 
 def test_queries_moving_away_from_the_data_give_rho_minus_one():
@@ -431,3 +432,7 @@ def test_norm_reading_names_what_carries_the_correlation():
     unrelated = torch.randn(kpe.shape[0], generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     assert "does not go with sparse support" in norm_reading(norm_controls(kpe, straight, norm, unrelated,
                                                                            n_boot=200), "toy")
+    rows = [NormControl("KPE", -0.5, (-0.6, -0.4), ""), NormControl("sample norm only", 0.0, (-0.1, 0.1), ""),
+            NormControl("KPE | sample norm", -0.05, (-0.2, 0.1), ""),
+            NormControl("excess energy", 0.02, (-0.1, 0.15), "")]
+    assert "Neither control keeps the negative sign" in norm_reading(rows, "toy")

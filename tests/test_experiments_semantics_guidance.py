@@ -222,7 +222,8 @@ def test_kts_study_metrics_and_protocol(tiny_chapter, monkeypatch):
     assert torch.equal(study.runs["FM"]["kpe"], main.kpe[:6])
     assert float(study.runs["launch"]["kpe_early"].mean()) > float(study.runs["FM"]["kpe_early"].mean())
     assert list(study.table.index) == ["FM", "launch", "real images (floor)"]
-    assert study.quality["launch"].protocol["kts"] == {"alpha0": 0.05, "beta0": 0.0, "tau_split": 0.6}
+    assert study.quality["launch"].protocol["kts"] == {"kind": "KTS", "alpha0": 0.05, "beta0": 0.0, "tau_split": 0.6,
+                                                       "launch": "linear", "landing": "exponential", "k": 3.0}
     assert "6 vs 7 images" in study.fid_protocol and "reference: R" in study.fid_protocol
     groups = analysis.group_study(main.kpe, main.sem, main.correct, main.labels, "thirds", score_name="s",
                                   margin_name="m", n_boot=20)
@@ -252,9 +253,14 @@ def test_readings_follow_the_numbers():
     between = kts_mod.group_reading(_comparison(1.0, 2.0, 0.01), _comparison(1.0, 1.1, 0.5), table, 0.8)
     assert "*between* classes" in between and "(b, c, a)" in between and "+0.80" in between
     within = kts_mod.group_reading(_comparison(1.0, 2.0, 0.01), _comparison(1.0, 2.0, 0.01), table, 0.8)
-    assert within.startswith("The difference persists within classes")
+    assert within.startswith("Within classes the high-KPE samples score higher")
     assert kts_mod.group_reading(_comparison(2.0, 1.0, 0.5), _comparison(1.0, 1.1, 0.5), table, None).startswith(
         "Neither cut")
+    # the stratified p is the one read when given, and a significant lower high-KPE mean reads as reversed
+    assert kts_mod.group_reading(_comparison(1.0, 2.0, 0.01), _comparison(1.0, 2.0, 0.01), table, 0.8,
+                                 within_p=0.3).startswith("In this run the difference comes from *between*")
+    reversed_ = kts_mod.group_reading(_comparison(2.0, 1.0, 0.01), _comparison(2.0, 1.0, 0.01), table, 0.8)
+    assert "*lower*" in reversed_ and "reverse of the paper" in reversed_
     assert kts_mod.guidance_reading({"KPE": 1.0, "score": 0.9, "margin": 0.6}).startswith("Stronger guidance")
     assert kts_mod.guidance_reading({"KPE": 1.0, "score": 0.9, "margin": 0.5}).startswith("In this run")
 
@@ -402,7 +408,7 @@ def test_energy_split_adds_up_to_the_kpe_by_hand(w):
     labels = torch.tensor([0, 1, 0, 1])
     run = sample_guided(ConstantClassField(), torch.zeros(4, 2, dtype=torch.float64), labels, scale=w, n_steps=5,
                         diagnostics=True)
-    split = analysis.energy_split(run)
+    split = analysis.guidance_split(run)
     e = ConstantClassField().e
     g = (w - 1) * (e[labels] - e[2])
     assert torch.allclose(split.conditional, 0.5 * e[labels].pow(2).sum(1))
@@ -411,5 +417,5 @@ def test_energy_split_adds_up_to_the_kpe_by_hand(w):
     shares = split.table["share of KPE"]
     assert shares.iloc[0] == pytest.approx(1.0) and shares.iloc[1:].sum() == pytest.approx(1.0)
     assert (split.guidance_share == 0.0) == (w == 1.0)
-    assert analysis.energy_split(sample_guided(ConstantClassField(), torch.zeros(4, 2, dtype=torch.float64),
+    assert analysis.guidance_split(sample_guided(ConstantClassField(), torch.zeros(4, 2, dtype=torch.float64),
                                                labels, scale=w, n_steps=5)) is None

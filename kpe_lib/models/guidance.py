@@ -228,8 +228,9 @@ def sample_guided(model: Any, x0: torch.Tensor, labels: torch.Tensor, *, scale: 
         guide: ``guide(model, scale) -> v(x, t, y=labels)``; default ``GuidedVelocity``.
         progress: a tqdm bar over batches (None: follows ``KPE_PROGRESS`` / ``CI``).
         diagnostics: also split every path's energy into its conditional and guidance parts, from the
-            velocities already evaluated (no extra network calls; needs a ``guide`` with
-            ``velocity_and_guidance``, as :class:`GuidedVelocity` has).
+            velocities already evaluated (no extra network calls, except at ``w = 0``, where the conditional
+            velocity is evaluated as well; needs a ``guide`` with ``velocity_and_guidance``, as
+            :class:`GuidedVelocity` has).
 
     Returns:
         GuidedSamples (energies in float64, states in ``x0``'s dtype).

@@ -365,6 +365,10 @@ def norm_reading(rows: Sequence[NormControl], space: str) -> str:
                 f"the correlation{flip}: here the sample norm carries the paper's statistic, not the energy.")
     elif state(kpe) != "supports":
         tail = "KPE itself does not go with sparse support here, so the controls have nothing to explain."
+    elif "supports" not in controls:
+        tail = ("Neither control keeps the negative sign with confidence (both intervals reach 0 or above): the "
+                "part of the correlation the energy carries beyond the norm is not established at this sample "
+                "count.")
     else:
         tail = ("The controls disagree (one keeps the negative sign, the other does not): the part of the "
                 "correlation the energy carries beyond the norm is not established at this sample count.")

@@ -28,7 +28,7 @@ from kpe_lib.metrics.semantic import SemanticResult
 from kpe_lib.metrics.stats import SpearmanResult
 from kpe_lib.models.guidance import GuidedSamples, NoiseBatch, class_balanced_noise, sample_guided
 
-__all__ = ["MainRun", "EnergySplit", "GroupStudy", "ClassSummary", "Sweep", "main_guided_run", "energy_split",
+__all__ = ["MainRun", "GuidanceSplit", "GroupStudy", "ClassSummary", "Sweep", "main_guided_run", "guidance_split",
            "group_study", "class_summary",
            "per_class_extremes", "guidance_sweep", "standard_error", "sweep_trend"]
 
@@ -79,7 +79,7 @@ def main_guided_run(backend: SemanticBackend, n: int, *, guidance: float, n_step
         classifier: whether the scorer is a classifier (then ``correct`` is filled in).
 
     Where the guide can return its guidance part (``GuidedVelocity`` can), the run also splits every path's
-    energy into its conditional and guidance parts (:func:`energy_split`), from the same network calls.
+    energy into its conditional and guidance parts (:func:`guidance_split`), from the same network calls.
     """
     noise = class_balanced_noise(n, backend.sample_shape, backend.num_classes, seed=seed)
     split = callable(getattr(backend.guide(backend.model, guidance), "velocity_and_guidance", None))
@@ -93,7 +93,7 @@ def main_guided_run(backend: SemanticBackend, n: int, *, guidance: float, n_step
 
 
 @dataclass
-class EnergySplit:
+class GuidanceSplit:
     """A guided run's energy split into the conditional part, the guidance part and their cross term
     (Mathematics §2.5): ``v_w = v_y + g`` with ``g = (w - 1)(v_y - v_null)``, so
     ``1/2 int ||v_w||^2 = 1/2 int ||v_y||^2 + 1/2 int ||g||^2 + int <v_y, g>``.
@@ -110,8 +110,8 @@ class EnergySplit:
     guidance: torch.Tensor
 
 
-def energy_split(samples: GuidedSamples) -> EnergySplit | None:
-    """The :class:`EnergySplit` of a run sampled with ``diagnostics=True``; None when it was not."""
+def guidance_split(samples: GuidedSamples) -> GuidanceSplit | None:
+    """The :class:`GuidanceSplit` of a run sampled with ``diagnostics=True``; None when it was not."""
     if samples.guidance_energy is None or samples.conditional_energy is None:
         return None
     kpe, cond, guid = samples.kpe.cpu(), samples.conditional_energy.cpu(), samples.guidance_energy.cpu()
@@ -120,7 +120,7 @@ def energy_split(samples: GuidedSamples) -> EnergySplit | None:
     total = float(kpe.mean())
     table = pd.DataFrame([{"part": name, "mean per sample": float(v.mean()), "share of KPE": float(v.mean()) / total}
                           for name, v in parts.items()]).set_index("part")
-    return EnergySplit(table=table, guidance_share=float(guid.mean()) / total, conditional=cond, guidance=guid)
+    return GuidanceSplit(table=table, guidance_share=float(guid.mean()) / total, conditional=cond, guidance=guid)
 
 
 @dataclass

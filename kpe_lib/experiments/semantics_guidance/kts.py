@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from kpe_lib.experiments.semantics_guidance import SemanticBackend
-from kpe_lib.experiments.semantics_guidance.analysis import EnergySplit, GroupStudy, MainRun, Sweep
+from kpe_lib.experiments.semantics_guidance.analysis import GuidanceSplit, GroupStudy, MainRun, Sweep
 from kpe_lib.experiments.semantics_guidance.prepare import FidReference
 from kpe_lib.experiments.semantics_guidance.row_tests import setting_key
 from kpe_lib.metrics.groups import GroupComparison
 from kpe_lib.metrics.quality import QualityResult, sample_quality
-from kpe_lib.models.guidance import sample_guided
+from kpe_lib.models.guidance import gain_description, sample_guided
 
 ROW_TESTS = {
     "groups": "within-class rows (primary): groups cut inside each class, stratified permutation test with a "
@@ -100,8 +100,7 @@ def kts_study(backend: SemanticBackend, main: MainRun, settings: Mapping[str, An
         quality[name] = sample_quality(
             reference, img_s, {"generated": f"{n} samples, {name}", "solver": "euler", "nfe": n_steps,
                                "guidance": guidance, "ema": ema,
-                               "kts": None if gain is None else {"alpha0": gain.alpha0, "beta0": gain.beta0,
-                                                                 "tau_split": gain.tau_split}}, device=device)
+                               "kts": gain_description(gain)}, device=device)
     real = ref.real_held_out
     real_quality = (sample_quality(reference, real, {"generated": f"{len(real)} held-out real images (no model)"},
                                    device=device)
@@ -137,8 +136,9 @@ def group_reading(score_cmp: GroupComparison, cls_score: GroupComparison, class_
     """One sentence (Markdown) on where the low/high KPE difference of the score comes from.
 
     *Between classes* when the global cut is significant (either test, p < 0.05) with a higher high-KPE mean
-    but the within-class cut is not (Welch p >= 0.05); *within classes* when the within-class cut is
-    significant in the same direction; otherwise neither cut shows a clear difference.
+    but the within-class cut is not (``within_p`` >= 0.05); *within classes* when the within-class cut is
+    significant with a higher high-KPE mean; *reversed* when it is significant with a lower one; otherwise
+    neither cut shows a clear difference.
 
     Args:
         score_cmp: the global comparison of the score; cls_score: the within-class one.
@@ -156,8 +156,12 @@ def group_reading(score_cmp: GroupComparison, cls_score: GroupComparison, class_
                 f"p = {p_in:.2g}). A global cut alone would have credited KPE with an effect of "
                 f"the class mix.")
     if cls_score.diff > 0 and p_in < 0.05:
-        return (f"The difference persists within classes ({cls_score.mean_low:.2f} -> {cls_score.mean_high:.2f}, "
-                f"p = {p_in:.2g}), so it is not only an effect of which classes spend more energy.")
+        return (f"Within classes the high-KPE samples score higher ({cls_score.mean_low:.2f} -> "
+                f"{cls_score.mean_high:.2f}, p = {p_in:.2g}), so the difference is not only an effect of which "
+                f"classes spend more energy.")
+    if cls_score.diff < 0 and p_in < 0.05:
+        return (f"Within classes the high-KPE samples score *lower* ({cls_score.mean_low:.2f} -> "
+                f"{cls_score.mean_high:.2f}, p = {p_in:.2g}): the reverse of the paper's direction.")
     return (f"Neither cut shows a clear difference in this run (global p = {score_cmp.welch_p:.2g}, "
             f"within class p = {p_in:.2g}).")
 
@@ -172,7 +176,7 @@ def guidance_reading(trend: Mapping[str, float]) -> str:
 
 def chapter_metrics(study: GroupStudy, cls_score: GroupComparison, sweep: Sweep, kts: KTSStudy, *,
                     classifier_accuracy: float | None = None, correct: torch.Tensor | None = None,
-                    tests: Mapping[str, Any] | None = None, split: EnergySplit | None = None,
+                    tests: Mapping[str, Any] | None = None, split: GuidanceSplit | None = None,
                     study_w1: GroupStudy | None = None) -> dict[str, Any]:
     """The ``metrics`` of the results file: group statistics, sweep means and trends, KTS scores (FID, KID,
     precision, recall, semantics) and the tests behind the scoreboard rows (no verdicts: the scoreboard
