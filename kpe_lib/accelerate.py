@@ -6,11 +6,47 @@ cast back to the state's dtype, so KPE sums stay in full precision.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 Velocity = Callable[..., torch.Tensor]
+
+#: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic; without them bf16 autocast is emulated and was
+#: 12x slower than float32 for a UNet training step on an AMD EPYC.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes in bfloat16 natively (one of :data:`BF16_CPU_FLAGS`; False where unknown).
+
+    Example:
+        >>> cpu_has_bf16("flags : fpu sse avx512f avx512_bf16"), cpu_has_bf16("flags : fpu sse avx2")
+        (True, False)
+    """
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text(errors="replace") if path.is_file() else ""
+    flags = {word for line in cpuinfo.splitlines() if line.startswith("flags") for word in line.split()}
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def resolve_bf16(flag: bool | str, device: str | torch.device = "cpu") -> bool:
+    """A ``*_bf16`` parameter as a bool: True / False as given; ``"auto"`` is True where ``device`` computes
+    bfloat16 natively (a CUDA device that supports it, a CPU with :data:`BF16_CPU_FLAGS`), else False.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if isinstance(flag, bool):
+        return flag
+    if flag != "auto":
+        raise ValueError(f"bf16 must be true, false or 'auto', got {flag!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return dev.type == "cpu" and cpu_has_bf16()
 
 
 def accelerate(velocity: Velocity, *, bf16: bool = False, compile: bool = False,

@@ -64,3 +64,23 @@ def test_compile_matches_eager():
     ref = sample(model, x0, n_steps=10, solver="heun")
     fast = sample(accelerate(model, compile=True), x0, n_steps=10, solver="heun")
     assert torch.allclose(fast.x, ref.x, atol=1e-5) and torch.allclose(fast.kpe, ref.kpe, rtol=1e-5)
+
+
+def test_resolve_bf16_passes_bools_and_reads_auto_from_the_hardware(monkeypatch):
+    from kpe_lib import accelerate as acc
+
+    assert acc.resolve_bf16(True) is True and acc.resolve_bf16(False, "cuda") is False
+    monkeypatch.setattr(acc, "cpu_has_bf16", lambda cpuinfo=None: True)
+    assert acc.resolve_bf16("auto", "cpu") is True
+    monkeypatch.setattr(acc, "cpu_has_bf16", lambda cpuinfo=None: False)
+    assert acc.resolve_bf16("auto", "cpu") is False and acc.resolve_bf16("auto", "mps") is False
+    with pytest.raises(ValueError, match="bf16 must be true, false or 'auto'"):
+        acc.resolve_bf16("yes")
+
+
+def test_cpu_has_bf16_reads_the_flags_line_only():
+    from kpe_lib.accelerate import cpu_has_bf16
+
+    assert cpu_has_bf16("processor : 0\nflags : fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_bf16("model name : avx512_bf16 marketing\nflags : fpu sse2 avx2\n")
+    assert not cpu_has_bf16("")

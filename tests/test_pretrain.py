@@ -12,6 +12,7 @@ import jupytext
 import pytest
 import torch
 
+from kpe_lib.accelerate import resolve_bf16
 from kpe_lib.book import pretrain as pt
 from kpe_lib.book.parameters import ParameterError, chapter_defaults
 from kpe_lib.book.scales import load_params
@@ -92,15 +93,15 @@ def test_checkpoint_every_and_the_off_options_keep_the_cpu_cache_keys(tmp_path):
     data = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     model = {"kind": "mlp"}
     before = [TrainConfig(steps=s, batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
-                          ema_decay=p["celeba_ema_decay"], seed=0, bf16=p["celeba_bf16"])
+                          ema_decay=p["celeba_ema_decay"], seed=0, bf16=resolve_bf16(p["celeba_bf16"], "cpu"))
               for s in p["celeba_checkpoints"]]
     now = celeba_kts.checkpoint_configs(p["celeba_checkpoints"], batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
                                         ema_decay=p["celeba_ema_decay"], seed=0,
-                                        checkpoint_every=p["celeba_checkpoint_every"], bf16=p["celeba_bf16"],
-                                        compile=p["celeba_compile"])
+                                        checkpoint_every=p["celeba_checkpoint_every"],
+                                        bf16=resolve_bf16(p["celeba_bf16"], "cpu"), compile=p["celeba_compile"])
     gpu = celeba_kts.checkpoint_configs(p["celeba_checkpoints"], batch_size=p["celeba_batch_size"], lr=p["celeba_lr"],
                                         ema_decay=p["celeba_ema_decay"], seed=0, checkpoint_every=5000,
-                                        bf16=p["celeba_bf16"])
+                                        bf16=resolve_bf16(p["celeba_bf16"], "cpu"))
     for a, b, c in zip(before, now, gpu):
         assert cache_key(model, a, data) == cache_key(model, b, data) == cache_key(model, c, data)
     assert cache_key(model, TrainConfig(bf16=True), data) != cache_key(model, TrainConfig(), data)

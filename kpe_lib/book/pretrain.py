@@ -110,9 +110,11 @@ def _cifar(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> li
 
 def _celeba(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> list[tuple[str, TrainResult]]:
     """Chapter 4's memorising UNet at every snapshot of ``celeba_checkpoints``, as its training cell makes them."""
+    from kpe_lib.accelerate import resolve_bf16
     from kpe_lib.data import load_celeba
     from kpe_lib.experiments import celeba_kts as study
 
+    p = {**p, "celeba_bf16": resolve_bf16(p["celeba_bf16"], device)}  # as the chapter resolves "auto"
     train = load_celeba(p["data_root"], split="train", n=p["celeba_n_train"], index=p["celeba_index"])
     model_config = study.unet_config(p["celeba_unet_width"], p["celeba_channel_mult"], p["celeba_attn_levels"],
                                      p["celeba_num_res_blocks"], p["celeba_dropout"])

@@ -11,13 +11,13 @@ holds the chapter's computations, in the order the chapter runs them:
 * :mod:`~kpe_lib.experiments.cifar_support.setup`: images, flow model, the main samples and the feature spaces;
 * :mod:`~kpe_lib.experiments.cifar_support.analysis`: partial correlations, FID / precision / recall, the NFE
   and k / bandwidth robustness, and the results record;
+* :mod:`~kpe_lib.experiments.cifar_support.norm`: the norm controls of the claim and their reading.
 * :mod:`~kpe_lib.experiments.cifar_support.figures`: the chapter's figures.
 """
 from kpe_lib.experiments.cifar_support.correlations import (BANDWIDTH_RULES, ESTIMATORS, SpaceFeatures,
-                                                            NormControl, SupportCorrelation, SupportStudy,
-                                                            norm_controls, norm_reading, partial_spearman,
-                                                            support_correlations,
-                                                            support_tests)
+                                                            SupportCorrelation, SupportStudy, partial_spearman,
+                                                            support_correlations, support_tests)
+from kpe_lib.experiments.cifar_support.norm import NormControl, norm_controls, norm_reading
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, SpaceSettings,
                                                      build_space, encode_spaces, inception_reference,
                                                      load_cifar_splits, loss_window, sample_main, to_unit,

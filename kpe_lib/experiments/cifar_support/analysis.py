@@ -28,8 +28,9 @@ import torch
 
 import kpe_lib
 from kpe_lib.distributed import sample_sharded
-from kpe_lib.experiments.cifar_support.correlations import (NormControl, SpaceFeatures, SupportStudy,
-                                                            partial_spearman, support_correlations)
+from kpe_lib.experiments.cifar_support.correlations import (SpaceFeatures, SupportStudy, partial_spearman,
+                                                            support_correlations)
+from kpe_lib.experiments.cifar_support.norm import NormControl
 from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, Stage,
                                                      _no_stage)
 from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_distance, inception_protocol,
