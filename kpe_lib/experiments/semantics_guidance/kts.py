@@ -265,11 +265,12 @@ def chapter_protocol(backend_kind: str, backend: SemanticBackend, study: GroupSt
         alpha0, beta0, tau_split: the KTS launch and landing settings.
         paper_path_exercised: whether the paper-scale code path ran; train_seconds: training wall times.
     """
+    n_perm = next(iter(study.stratified.values())).n_perm if study.stratified else 0
     return {
         "backend": backend_kind, "score": backend.score_name, "margin": backend.margin_name,
         "group_cut": study.groups.cut,
-        "group_test": ("within class: stratified permutation test (10,000 within-class shuffles) with a stratified "
-                       "bootstrap interval, Welch t beside; pooled: Welch t (two-sided) and Mann-Whitney U"),
+        "group_test": (f"within class: stratified permutation test ({n_perm:,} within-class shuffles) with a "
+                       "stratified bootstrap interval, Welch t beside; pooled: Welch t (two-sided) and Mann-Whitney U"),
         "guidance": guidance, "solver": "euler", "grid": "uniform", "nfe": n_steps,
         "network_evals_per_sample": main.samples.model_evals, "n_samples": n_samples, "seed": seed,
         "sweep_scales": list(sweep_scales), "sweep_samples": sweep.n,
