@@ -15,6 +15,9 @@ STAGE := _build/smoke-src
 INSTALLED := $(VENV)/.kpe-installed
 # JUnit reports of every pytest step; .ci/run adds them up into one closing line.
 REPORT := --junitxml=_build/reports
+# A test (its fixtures included) that runs past this fails with its stack trace instead of holding CI until its
+# limit: the slowest test takes about 40 s on an idle 2-core machine.
+TIMEOUT := --timeout=600
 
 .PHONY: help install chromium book test unit smoke-chapters nbval smoke-book browser clean
 
@@ -54,7 +57,7 @@ test: install chromium unit smoke-chapters nbval smoke-book browser
 # Unit tests and every docstring example of the library (`>>>` lines run; `# doctest: +SKIP` marks the few
 # that need data or weights).
 unit: install
-	$(PY) -m pytest tests kpe_lib --doctest-modules -m "not browser" -q -p no:cacheprovider $(REPORT)/unit.xml
+	$(PY) -m pytest tests kpe_lib --doctest-modules -m "not browser" -q -p no:cacheprovider $(TIMEOUT) $(REPORT)/unit.xml
 
 smoke-chapters: install
 	$(PY) -m kpe_lib run --scale smoke --device cpu --out $(STAGE)
@@ -62,7 +65,7 @@ smoke-chapters: install
 # nbval re-executes the papermill-executed notebooks (explicit paths: a bare --nbval would also collect
 # copies under _build); `# NBVAL_CHECK_OUTPUT` cells must reproduce papermill's printed numbers.
 nbval: smoke-chapters
-	KPE_ROOT=$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider $(REPORT)/nbval.xml \
+	KPE_ROOT=$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider $(TIMEOUT) $(REPORT)/nbval.xml \
 	  --nbval-lax --nbval-current-env $(STAGE)/book/chapters/*.ipynb
 
 smoke-book: smoke-chapters
@@ -70,7 +73,7 @@ smoke-book: smoke-chapters
 
 browser: smoke-book chromium
 	KPE_BOOK_HTML=$(CURDIR)/$(STAGE)/_build/html KPE_REQUIRE_BROWSER=1 \
-	  $(PY) -m pytest tests/test_browser.py -q -p no:cacheprovider $(REPORT)/browser.xml
+	  $(PY) -m pytest tests/test_browser.py -q -p no:cacheprovider $(TIMEOUT) $(REPORT)/browser.xml
 
 clean:
 	rm -rf _build book/chapters
