@@ -20,6 +20,7 @@ Example::
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -35,6 +36,7 @@ __all__ = ["DistInfo", "dist_info", "init_distributed", "shard_range", "gather_r
 #: fields of SampleResult that hold one entry per sample along dim 0 (``energy`` holds samples along dim 1)
 _ROW_FIELDS = ("x", "kpe", "kpe_raw", "kpe_early", "kpe_late")
 _COLUMN_FIELDS = ("energy", "energy_raw")
+_SAMPLE_KEYWORDS = frozenset(inspect.signature(sample).parameters)  # the rest are the model's keywords
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,10 @@ def sample_sharded(velocity: Callable[..., torch.Tensor], x0: torch.Tensor, *, b
         x0: (n, ...) noise, the same on every rank (draw it from a seeded generator).
         batch_size: samples per ``sample`` call (bounds memory; None: the whole shard).
         device: where to sample (None: ``x0``'s device); results are returned on ``x0``'s device.
-        **kwargs: ``sample``'s keywords (``n_steps``, ``gain``, ``solver``, ...) and model keywords.
-            ``record_trajectory`` and ``diagnostics`` are refused (their per-step tensors are not gathered).
+        **kwargs: ``sample``'s keywords (``n_steps``, ``gain``, ``solver``, ...) and model keywords. A model
+            keyword that is a tensor with one row per sample (class labels ``y`` (n,)) is cut into the same
+            rows as ``x0``; ``record_trajectory`` and ``diagnostics`` are refused (their per-step tensors are
+            not gathered).
 
     Returns:
         SampleResult with all n rows (``nfe`` of one batch, as ``sample`` counts it).
@@ -193,14 +197,20 @@ def sample_sharded(velocity: Callable[..., torch.Tensor], x0: torch.Tensor, *, b
         raise ValueError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}")
     info = dist_info()
     run_on = torch.device(device) if device is not None else x0.device
+
+    def rows(a: int, b: int) -> dict[str, Any]:  # the keywords of rows a:b (per-sample model tensors cut)
+        return {k: (v[a:b].to(run_on) if k not in _SAMPLE_KEYWORDS and isinstance(v, torch.Tensor) and v.ndim >= 1
+                    and v.shape[0] == x0.shape[0] else v) for k, v in kwargs.items()}
+
     if info.world_size == 1 and (batch_size is None or batch_size >= x0.shape[0]):
-        res = sample(velocity, x0.to(run_on), **kwargs)
+        res = sample(velocity, x0.to(run_on), **rows(0, x0.shape[0]))
         return _moved(res, x0.device)
     lo, hi = shard_range(x0.shape[0], info.rank, info.world_size)
     step = batch_size or max(1, hi - lo)
-    parts = [sample(velocity, x0[s:min(s + step, hi)].to(run_on), **kwargs) for s in range(lo, hi, step)]
+    parts = [sample(velocity, x0[s:min(s + step, hi)].to(run_on), **rows(s, min(s + step, hi)))
+             for s in range(lo, hi, step)]
     if not parts:  # fewer rows than ranks: run one row to learn the shapes, contribute none
-        probe = sample(velocity, x0[:1].to(run_on), **kwargs)
+        probe = sample(velocity, x0[:1].to(run_on), **rows(0, 1))
         parts = [_sliced(probe, 0)]
     local = concat_results(parts)
     if info.world_size == 1:

@@ -274,9 +274,9 @@ def test_the_autoencoder_spaces_train_on_the_chapters_device(tmp_path, monkeypat
         def __init__(self, images, **kwargs):
             seen.append(kwargs)
 
-    from kpe_lib.experiments.cifar_support import setup
+    from kpe_lib.experiments.cifar_support import spaces
 
-    monkeypatch.setattr(setup, "AutoencoderFeatures", Recorder)
+    monkeypatch.setattr(spaces, "AutoencoderFeatures", Recorder)
     settings = cs.SpaceSettings(pca_components=5, ae_latent=2, ae_steps=1, clf_width=2, clf_steps=1, seed=0,
                                 cache=tmp_path, device="cuda:1")
     cs.build_space("autoencoder", data, settings)
@@ -394,7 +394,14 @@ def test_metrics_and_reading_come_from_the_results():
     assert "kNN claim is *not reproduced*" in text and "KDE claim *reproduced in direction*" in text
     assert f"entirely below zero in {n_neg} of 2 spaces" in text
     assert f"{partial.rows[0]['rho | sample norm']:+.2f} with the sample norm held fixed" in text
-    assert "FID of the samples is 12 against a floor of 3" in text
+    assert "FID of the samples is 12 against a floor of 3" in text and "(4.12x)" in text
+    assert "short of the 1.3x of the floor" in text  # 4.1x the floor, although recall 0.25 > 0.2
+    for fid, recall, regime in ((3.8, 0.25, "within the 1.3x"), (3.8, 0.15, "short of the 1.3x"),
+                                (4.0, 0.3, "short of the 1.3x")):
+        q = cs.SampleQuality(fid=fid, pr=SimpleNamespace(precision=0.5, recall=recall), ref_f=None, gen_f=None,
+                             table=pd.DataFrame({"FID": [fid, 3.0]}), protocol={}, resolution=4)
+        assert regime in cs.reading(study, ["a", "b"], verdicts, partial=partial, quality=q, flow=flow, main=main,
+                                    resolution=4, primary="a"), (fid, recall)
 
 
 def _norm_world(excess_drives_support: bool, n: int = 300, seed: int = 0):

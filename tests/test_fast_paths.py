@@ -153,6 +153,21 @@ def test_batched_sampling_equals_one_batch_and_one_process_is_a_no_op():
     assert [shard_range(7, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 7)]
 
 
+def test_batched_sampling_cuts_per_sample_model_keywords_with_their_rows():
+    """Labels y (n,) travel with their rows: each batch sees its own samples' classes (oracle: a velocity
+    that is the label itself, so x_1 = x_0 + y exactly and KPE = 1/2 y^2 per coordinate)."""
+    def by_label(x, t, y):
+        return y.to(x.dtype)[:, None].expand_as(x)
+
+    x0 = torch.zeros(7, 3)
+    y = torch.arange(7)
+    res = sample_sharded(by_label, x0, batch_size=3, n_steps=4, y=y)
+    assert torch.allclose(res.x, y.float()[:, None].expand(7, 3))
+    assert torch.allclose(res.kpe, 1.5 * y.double() ** 2)
+    grid = sample_sharded(by_label, x0, batch_size=3, grid=torch.linspace(0, 1, 7), y=y)  # not cut: sample's own
+    assert torch.allclose(grid.x, res.x)
+
+
 def test_concat_results_joins_batches_of_one_run_in_order():
     model = tiny_mlp().eval()
     x0 = torch.randn(7, 2, generator=torch.Generator().manual_seed(5))

@@ -87,6 +87,37 @@ def test_sit_backend_has_nothing_to_pretrain(tmp_path):
     assert "nothing to train" in report.table()
 
 
+# ------------------------------------------------------------- chapters 3 and 5 share one class-conditional model
+SHARED = ("resolution", "n_train", "unet_width", "channel_mult", "attn_levels", "num_res_blocks", "dropout",
+          "train_steps", "batch_size", "lr", "warmup_steps", "ema_decay", "p_uncond", "bf16", "checkpoint_every")
+
+
+@pytest.mark.parametrize("scale", ["cpu", "gpu"])  # the scales whose chapter 5 runs the cifar backend
+def test_chapters_3_and_5_ask_for_the_same_model_so_it_trains_once(scale):
+    three = pt.chapter_values("03_cifar_support", scale, root=ROOT)
+    five = pt.chapter_values("05_semantics_guidance", scale, root=ROOT)
+    assert five["sem_backend"] == "cifar" and three["cifar_grayscale"] is False and three["cifar_compile"] is False
+    differ = {k: (three[f"cifar_{k}"], five[f"sem_{k}"]) for k in SHARED if three[f"cifar_{k}"] != five[f"sem_{k}"]}
+    assert not differ, f"{scale}: chapter 3 and chapter 5 would train two models: {differ}"
+
+
+def test_the_shared_model_has_one_cache_key_from_either_chapter():
+    """Chapter 3's and chapter 5's calls, on the same tiny data, name the same cache entry."""
+    from kpe_lib.experiments import cifar_support as cs
+    from kpe_lib.experiments.semantics_guidance import prepare
+    from kpe_lib.models import build_model
+    from kpe_lib.training.cache import model_config_of
+
+    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(8) % 10
+    three = cs.unet_config(3, 8, [1, 2], [1], 1, 0.0, num_classes=10)
+    five = prepare.unet_config(8, [1, 2], 1, [1], 0.0)
+    config = TrainConfig(steps=3, p_uncond=0.1)
+    key = lambda m, x: cache_key(model_config_of(build_model(m)), config, x, labels)  # noqa: E731
+    assert key(three, 2.0 * images.clamp(0, 1) - 1.0) == key(five, 2.0 * images - 1.0)
+    assert cs.shared_model_name(16) == "cifar16-cond"
+
+
 # ------------------------------------------------------------ checkpoint_every and the options keep the cache keys
 def test_checkpoint_every_and_the_off_options_keep_the_cpu_cache_keys(tmp_path):
     p = load_params(ROOT, "cpu")

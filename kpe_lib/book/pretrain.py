@@ -91,20 +91,24 @@ def chapter_values(chapter: str, scale: str, *, root: str | Path | None = None, 
 
 
 def _cifar(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> list[tuple[str, TrainResult]]:
-    """Chapter 3's UNet, as its "Data and model" cells train it."""
+    """Chapter 3's class-conditional UNet (chapter 5's too where their settings agree), as its model cell
+    trains it."""
+    from kpe_lib.accelerate import resolve_bf16
     from kpe_lib.experiments import cifar_support as cs
 
+    p = {**p, "cifar_bf16": resolve_bf16(p["cifar_bf16"], device)}  # as the chapter resolves "auto"
     data = cs.load_cifar_splits(p["data_root"], size=p["cifar_resolution"], n_train=p["cifar_n_train"], n_test=1,
                                 grayscale=p["cifar_grayscale"])  # the test images do not enter the model
     model_config = cs.unet_config(data.shape[0], p["cifar_unet_width"], p["cifar_channel_mult"],
-                                  p["cifar_attn_levels"], p["cifar_num_res_blocks"], p["cifar_dropout"])
+                                  p["cifar_attn_levels"], p["cifar_num_res_blocks"], p["cifar_dropout"],
+                                  num_classes=len(data.train.class_names))
     train_config = TrainConfig(steps=p["cifar_train_steps"], batch_size=p["cifar_batch_size"], lr=p["cifar_lr"],
-                               ema_decay=p["cifar_ema_decay"], warmup_steps=p["cifar_warmup_steps"], seed=p["seed"],
-                               checkpoint_every=p["cifar_checkpoint_every"], bf16=p["cifar_bf16"],
-                               compile=p["cifar_compile"])
-    name = f"cifar{p['cifar_resolution']}"
-    flow = cs.train_flow_model(model_config, train_config, data.x_train, cache=cache, name=name, device=device,
-                               progress=progress)
+                               ema_decay=p["cifar_ema_decay"], warmup_steps=p["cifar_warmup_steps"],
+                               p_uncond=p["cifar_p_uncond"], seed=p["seed"], checkpoint_every=p["cifar_checkpoint_every"],
+                               bf16=p["cifar_bf16"], compile=p["cifar_compile"])
+    name = cs.shared_model_name(p["cifar_resolution"])
+    flow = cs.train_flow_model(model_config, train_config, data.x_train, data.train.labels, cache=cache, name=name,
+                               device=device, progress=progress)
     return [(name, flow.fm)]
 
 
@@ -129,9 +133,13 @@ def _celeba(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> l
 
 
 def _semantics(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> list[tuple[str, TrainResult]]:
-    """Chapter 5's class-conditional UNet (the ``cifar`` backend), as its model cell trains it."""
+    """Chapter 5's class-conditional UNet (the ``cifar`` backend), as its model cell trains it: chapter 3's
+    entry where their settings agree (then this finds it cached)."""
+    from kpe_lib.accelerate import resolve_bf16
+    from kpe_lib.training.shared import shared_model_name
     from kpe_lib.experiments.semantics_guidance import prepare
 
+    p = {**p, "sem_bf16": resolve_bf16(p["sem_bf16"], device)}  # as the chapter resolves "auto"
     data = prepare.load_semantics_data(p["data_root"], p["sem_resolution"], n_train=p["sem_n_train"], n_test=1)
     model_config = prepare.unet_config(p["sem_unet_width"], p["sem_channel_mult"], p["sem_num_res_blocks"],
                                        p["sem_attn_levels"], p["sem_dropout"])
@@ -140,7 +148,7 @@ def _semantics(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -
                                p_uncond=p["sem_p_uncond"], seed=p["seed"], checkpoint_every=p["sem_checkpoint_every"],
                                bf16=p["sem_bf16"])
     fm = prepare.train_flow_model(data, model_config, train_config, cache=cache, device=device, progress=progress)
-    return [(f"sem-cifar{p['sem_resolution']}", fm)]
+    return [(shared_model_name(p["sem_resolution"]), fm)]
 
 
 _TRAINERS: dict[str, Callable[[Mapping[str, Any], Path, str, bool], list[tuple[str, TrainResult]]]] = {

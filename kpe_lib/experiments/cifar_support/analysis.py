@@ -10,8 +10,8 @@ same order and with the same seeds, so the chapter's numbers do not change:
   samples, and of held-out real images scored the same way (the small-sample floor);
 * :func:`nfe_robustness`: the first samples' noise integrated again at other NFEs, the correlations redone;
 * :func:`support_sweep`: every kNN rank and KDE bandwidth factor on the main samples;
-* :func:`chapter_metrics`, :func:`chapter_protocol` and :func:`reading`: the results file and the closing
-  paragraph, from the values above.
+* :func:`chapter_metrics` and :func:`chapter_protocol`: the results file, from the values above (the closing
+  paragraph: :mod:`kpe_lib.experiments.cifar_support.readings`).
 
 Example:
     >>> partial = partial_correlations(study, main.kpe, main.sample_norm, names)     # doctest: +SKIP
@@ -31,8 +31,8 @@ from kpe_lib.distributed import sample_sharded
 from kpe_lib.experiments.cifar_support.correlations import (SpaceFeatures, SupportStudy, partial_spearman,
                                                             support_correlations)
 from kpe_lib.experiments.cifar_support.norm import NormControl
-from kpe_lib.experiments.cifar_support.setup import (CifarData, FeatureSet, FlowModel, MainSamples, Stage,
-                                                     _no_stage)
+from kpe_lib.experiments.cifar_support.setup import CifarData, FlowModel, MainSamples, Stage, _no_stage
+from kpe_lib.experiments.cifar_support.spaces import FeatureSet
 from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_distance, inception_protocol,
                              kid_with_ci, precision_recall)
 
@@ -199,8 +199,8 @@ def nfe_robustness(velocity: torch.nn.Module, main: MainSamples, feats: FeatureS
                    stage: Stage = _no_stage) -> NFERobustness:
     """Spearman(KPE, support) of the first ``n_samples`` noise vectors at each NFE in ``nfes`` (Euler).
 
-    At the main NFE the main samples are reused; at any other NFE ``main.x0[:m]`` is integrated again. The
-    samples are encoded in every space of ``spaces`` that ``feats`` holds, against the same references.
+    At the main NFE the main samples are reused; at any other NFE ``main.x0[:m]`` (with ``main.labels[:m]``) is
+    integrated again, and encoded in every space of ``spaces`` that ``feats`` holds, against the same references.
 
     Args:
         velocity: the flow model's sampling module.
@@ -222,8 +222,8 @@ def nfe_robustness(velocity: torch.nn.Module, main: MainSamples, feats: FeatureS
             if nfe == main.nfe:
                 kpe_n, img_n = main.kpe[:m], main.samples_unit[:m]
             else:
-                r = sample_sharded(velocity, main.x0[:m], batch_size=batch_size, device=device, n_steps=nfe,
-                                   solver="euler")
+                y = {} if main.labels is None else {"y": main.labels[:m]}  # the same classes as at main.nfe
+                r = sample_sharded(velocity, main.x0[:m], batch_size=batch_size, device=device, n_steps=nfe, **y)
                 kpe_n, img_n = r.kpe.detach().cpu(), ((r.x.detach().cpu().float() + 1) / 2).clamp(0, 1)
             kpes[nfe] = kpe_n
             sub = support_correlations(
@@ -355,46 +355,3 @@ def chapter_protocol(data: CifarData, flow: FlowModel, main: MainSamples, feats:
                        "bandwidth_factors": sweep.bandwidth_factors},
         "seed": seed, "torch": torch.__version__, "kpe_lib": kpe_lib.__version__,
     }
-
-
-def reading(study: SupportStudy, names: Sequence[str], table: pd.DataFrame, *,
-            partial: PartialCorrelations, quality: SampleQuality, flow: FlowModel, main: MainSamples,
-            resolution: int, primary: str = "vae") -> str:
-    """The closing paragraph (Markdown) of the chapter, every number and verdict from the arguments.
-
-    Args:
-        table: the chapter's "paper vs this run" table (:func:`kpe_lib.book.scoreboard.chapter_table`, index:
-            claim, column ``verdict``); the verdicts quoted are those of the rows of ``primary``.
-        primary: the declared primary space (:data:`kpe_lib.book.scoreboard.PRIMARY_SPACE`).
-
-    It states the primary space's two verdicts with its rho and its norm-controlled partial rho, the median
-    over spaces, in how many spaces the interval of rho lies entirely below or above zero, how the
-    sample-norm partial correlation moves the median rho, and the FID and KID against the real-image floor.
-    """
-    verdict = {est: table.loc[f"Spearman(KPE, {est} support), {primary}", "verdict"] for est in ESTIMATOR_PAIR}
-    part = {(r["space"], r["estimator"]): r["rho | sample norm"] for r in partial.rows}
-    n_neg = {est: sum(study.row(n, est).ci_high < 0 for n in names) for est in ESTIMATOR_PAIR}
-    n_pos = {est: sum(study.row(n, est).ci_low > 0 for n in names) for est in ESTIMATOR_PAIR}
-    n_part_pos = sum(v > 0 for v in part.values())
-    partial_med = {est: partial.median(est) for est in ESTIMATOR_PAIR}
-    lines = [
-        f"**In this run** ({main.kpe.shape[0]} samples of a {flow.n_params / 1e6:.2f} M-parameter UNet trained for "
-        f"{flow.fm.steps_done} steps at {resolution}x{resolution}, NFE {main.nfe}), in the declared primary space "
-        f"({primary}): the kNN claim is *{verdict['knn']}* (rho {study.rho(primary, 'knn'):+.2f}, "
-        f"{part[(primary, 'knn')]:+.2f} with the sample norm held fixed) and the KDE claim *{verdict['kde']}* "
-        f"(rho {study.rho(primary, 'kde'):+.2f}, {part[(primary, 'kde')]:+.2f} with the norm held fixed). "
-        f"The median over the {len(names)} spaces is {_median_rho(study, names, 'knn'):+.2f} (kNN) and "
-        f"{_median_rho(study, names, 'kde'):+.2f} (KDE). The interval of rho lies entirely below zero in "
-        f"{n_neg['knn']} of {len(names)} spaces with kNN and {n_neg['kde']} with the KDE, and "
-        f"entirely above zero in {n_pos['knn']} and {n_pos['kde']}.",
-        f"Holding the sample norm fixed moves the median rho over spaces to {partial_med['knn']:+.2f} (kNN) and "
-        f"{partial_med['kde']:+.2f} (KDE), from {_median_rho(study, names, 'knn'):+.2f} and "
-        f"{_median_rho(study, names, 'kde'):+.2f}; {n_part_pos} of the {len(part)} norm-controlled partial "
-        f"correlations are positive.",
-    ]
-    if quality.fid is not None and len(quality.table) > 1:
-        kid_floor = f" and a KID of {quality.kid.value:.3g} against {quality.kid_real.value:.3g}" \
-            if quality.kid is not None and quality.kid_real is not None else ""
-        lines.append(f"The FID of the samples is {quality.fid:.0f} against a floor of {quality.fid_real:.0f} "
-                     f"for held-out real images at the same counts{kid_floor}: the model is far from the paper's.")
-    return "\n\n".join(lines)

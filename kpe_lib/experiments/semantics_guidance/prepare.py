@@ -39,6 +39,7 @@ from kpe_lib.models.guidance import GuidedSamples, NoiseBatch, class_balanced_no
 from kpe_lib.training import ClassifierTrainConfig, TrainConfig, cached_model, train_classifier
 from kpe_lib.training.classifier import ClassifierResult
 from kpe_lib.training.config import TrainResult
+from kpe_lib.training.shared import cifar_unet_config, shared_model_name
 
 __all__ = ["SemanticsData", "CifarSetup", "PaperPathCheck", "FidReference", "load_semantics_data", "unet_config",
            "train_flow_model", "train_cifar_backend", "check_paper_path", "fid_reference", "loss_window"]
@@ -93,10 +94,9 @@ def load_semantics_data(data_root: str | os.PathLike | None, resolution: int, *,
 
 def unet_config(width: int, channel_mult: Sequence[int], num_res_blocks: int, attn_levels: Sequence[int],
                 dropout: float, num_classes: int = 10, in_channels: int = 3) -> dict[str, Any]:
-    """The class-conditional UNet's configuration for ``cached_model`` (a null class is added by the model)."""
-    return {"kind": "unet", "in_channels": in_channels, "width": width, "channel_mult": list(channel_mult),
-            "num_res_blocks": num_res_blocks, "attn_levels": list(attn_levels), "dropout": dropout,
-            "num_classes": num_classes}
+    """The class-conditional UNet's configuration for ``cached_model`` (a null class is added by the model):
+    :func:`kpe_lib.training.shared.cifar_unet_config`, as chapter 3 builds it, so both chapters share one model."""
+    return cifar_unet_config(in_channels, width, channel_mult, attn_levels, num_res_blocks, dropout, num_classes)
 
 
 def loss_window(losses: np.ndarray) -> tuple[int, float, float]:
@@ -166,11 +166,12 @@ def train_flow_model(data: SemanticsData, model_config: dict[str, Any], train_co
     [-1, 1], (N, 3, H, W), with label dropout to the null class (``train_config.p_uncond``).
 
     Under ``torchrun`` every rank calls this and the model trains with DistributedDataParallel
-    (``scripts/pretrain.py``); the cache entry is ``<cache>/models/sem-cifar<H>-<key>``.
+    (``scripts/pretrain.py``); the cache entry is ``<cache>/models/cifar<H>-cond-<key>``, the one chapter 3
+    trains or reads with the same configuration (its ``x_train`` is the same tensor).
     """
     res = data.train_unit.shape[-1]
     return cached_model(model_config, train_config, 2.0 * data.train_unit - 1.0, data.train.labels,
-                        cache_dir=cache / "models", name=f"sem-cifar{res}", progress=progress, device=device)
+                        cache_dir=cache / "models", name=shared_model_name(res), progress=progress, device=device)
 
 
 def train_cifar_backend(data: SemanticsData, model_config: dict[str, Any], train_config: TrainConfig,
