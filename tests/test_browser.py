@@ -4,7 +4,7 @@ Serves the HTML folder (env ``KPE_BOOK_HTML``, default ``<repo>/_build/html``) o
 opens each page in headless Debian Chromium driven by Playwright (its bundled driver; no browser
 download: ``executable_path`` points at ``/usr/bin/chromium`` or env ``KPE_CHROMIUM``).
 
-Every page is opened once and checked at two window widths (:data:`WIDTHS`, 1,000 and 1,400 px) and checked as a reader meets
+Every page is opened once and checked at two window widths (:data:`WIDTHS`, 1,000 and 1,400 px) as a reader meets
 it: nothing in the article runs past the text column or scrolls sideways (code, outputs, tables, maths), the
 numbered chapters carry the same number in their title and in the sidebar, and a full-page screenshot of each
 page is kept as a test artifact in ``KPE_SCREENSHOTS`` (default ``<html>/../screenshots/<width>/``).

@@ -443,3 +443,24 @@ def test_norm_reading_names_what_carries_the_correlation():
             NormControl("KPE | sample norm", -0.05, (-0.2, 0.1), ""),
             NormControl("excess energy", 0.02, (-0.1, 0.15), "")]
     assert "Neither control keeps the negative sign" in norm_reading(rows, "toy")
+
+
+def test_real_images_inception_features_are_cached_and_other_spaces_are_not(monkeypatch, tmp_path):
+    from kpe_lib.experiments.cifar_support import spaces
+
+    calls = []
+
+    def fake_reference_set(images, *, cache_dir, device):
+        calls.append((tuple(images.shape), cache_dir, device))
+        return SimpleNamespace(features=images.flatten(1)[:, :2] + 1.0)
+
+    monkeypatch.setattr(spaces, "reference_set", fake_reference_set)
+    inception = SimpleNamespace(device="cpu")
+    pixels = lambda im: im.flatten(1)  # noqa: E731
+    images = torch.rand(5, 1, 2, 2)
+    cached = cs.FeatureSet({"inception": inception, "pixels": pixels}, {}, pd.DataFrame(), 5, cache=tmp_path)
+    assert torch.equal(cached.encode_real("inception", images), images.flatten(1)[:, :2] + 1.0)
+    assert calls == [((5, 1, 2, 2), tmp_path / "fid", "cpu")]
+    assert torch.equal(cached.encode_real("pixels", images), images.flatten(1)) and len(calls) == 1
+    plain = cs.FeatureSet({"inception": lambda im: im.flatten(1) * 2}, {}, pd.DataFrame(), 5)  # no cache folder
+    assert torch.equal(plain.encode_real("inception", images), images.flatten(1) * 2) and len(calls) == 1

@@ -104,7 +104,8 @@ def _cifar(p: Mapping[str, Any], cache: Path, device: str, progress: bool) -> li
                                   num_classes=len(data.train.class_names))
     train_config = TrainConfig(steps=p["cifar_train_steps"], batch_size=p["cifar_batch_size"], lr=p["cifar_lr"],
                                ema_decay=p["cifar_ema_decay"], warmup_steps=p["cifar_warmup_steps"],
-                               p_uncond=p["cifar_p_uncond"], seed=p["seed"], checkpoint_every=p["cifar_checkpoint_every"],
+                               p_uncond=p["cifar_p_uncond"], seed=p["seed"],
+                               checkpoint_every=p["cifar_checkpoint_every"],
                                bf16=p["cifar_bf16"], compile=p["cifar_compile"])
     name = cs.shared_model_name(p["cifar_resolution"])
     flow = cs.train_flow_model(model_config, train_config, data.x_train, data.train.labels, cache=cache, name=name,

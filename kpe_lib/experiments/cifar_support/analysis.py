@@ -143,7 +143,7 @@ def inception_quality(feats: FeatureSet, real_images: torch.Tensor | None, *, nf
         quality = [{"images": f"generated (Euler, NFE {nfe})", "count": len(gen_f), "FID": fid_value,
                     "precision": pr.precision, "recall": pr.recall}]
         if real_images is not None:
-            real_f = feats.spaces["inception"](real_images)
+            real_f = feats.encode_real("inception", real_images)  # cached: the same images every run
             real_stats = feature_statistics(real_f)
             pr_real = precision_recall(ref_f, real_f, k=3)
             fid_real = frechet_distance(ref_stats.mu, ref_stats.sigma, real_stats.mu, real_stats.sigma)

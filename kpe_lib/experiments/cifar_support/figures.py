@@ -74,14 +74,19 @@ def extremes_figure(main: MainSamples, groups: KPEGroups, train_unit: torch.Tens
 
 
 def support_figure(study: SupportStudy, kpe: torch.Tensor, names: Sequence[str]) -> Figure:
-    """Per-sample log support against KPE: one column per space, kNN on top and KDE below, rho in the titles."""
+    """Per-sample log support against KPE: one column per space, kNN on top and KDE below, rho in the titles.
+
+    Each panel shows the log density minus its median over the samples: a shift that leaves rho unchanged and
+    keeps the tick labels readable where the densities are large numbers that differ in the fourth digit."""
     n_sp = len(names)
     fig, axes = plt.subplots(2, n_sp, figsize=(2.3 * n_sp, 4.8), squeeze=False)
     for j, name in enumerate(names):
         for i, est in enumerate(("knn", "kde")):
             row = study.row(name, est)
-            support_scatter(kpe, study.support(name, est), ax=axes[i, j], log_x=False,
-                            ylabel=f"{'kNN' if est == 'knn' else 'KDE'} log density" if j == 0 else "")
+            support = np.asarray(study.support(name, est), dtype=np.float64)
+            support_scatter(kpe, support - np.median(support), ax=axes[i, j], log_x=False,
+                            ylabel=f"{'kNN' if est == 'knn' else 'KDE'} log density\n(minus its median)"
+                            if j == 0 else "")
             axes[i, j].set_title(f"{name}\nrho = {row.rho:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}]",
                                  fontsize=8)
             axes[i, j].tick_params(labelsize=7)

@@ -57,8 +57,8 @@ def reading(study: SupportStudy, names: Sequence[str], table: pd.DataFrame, *,
         kid_floor = f" and a KID of {quality.kid.value:.3g} against {quality.kid_real.value:.3g}" \
             if quality.kid is not None and quality.kid_real is not None else ""
         ratio, recall = quality.fid / quality.fid_real, quality.pr.recall
-        regime = (f"within the {FID_RATIO_MAX:g}x of the floor and above the recall of {RECALL_MIN:g} that this chapter "
-                  "asks of its model: its samples are images of the training distribution at this resolution, "
+        regime = (f"within the {FID_RATIO_MAX:g}x of the floor and above the recall of {RECALL_MIN:g} that this "
+                  "chapter asks of its model: its samples are images of the training distribution at this resolution, "
                   "although the model is far smaller than the paper's"
                   if ratio <= FID_RATIO_MAX and recall > RECALL_MIN else
                   f"short of the {FID_RATIO_MAX:g}x of the floor and the recall above {RECALL_MIN:g} that this chapter "

@@ -9,7 +9,7 @@ order and with the same random draws, so the chapter's numbers do not change:
   labels it is the class-conditional model chapter 5 guides (:func:`shared_model_name`: one cache entry);
 * :func:`sample_main`: Euler samples from seeded noise (class-balanced labels at guidance 1 for a
   class-conditional model), with per-sample KPE and the straight-line bound
-  ``KPE >= 1/2 ||x_N - x_0||^2`` (Mathematics §2);
+  ``KPE >= 1/2 ||x_N - x_0||^2`` (Mathematics §2).
 
 The feature spaces local support is measured in: :mod:`kpe_lib.experiments.cifar_support.spaces`.
 
@@ -37,8 +37,8 @@ from kpe_lib.data.images import ImageData
 from kpe_lib.distributed import sample_sharded
 from kpe_lib.sampling import SampleResult
 from kpe_lib.training import TrainConfig, cached_model
-from kpe_lib.training.shared import cifar_unet_config, shared_model_name
 from kpe_lib.training.config import TrainResult
+from kpe_lib.training.shared import cifar_unet_config, shared_model_name
 
 __all__ = ["CifarData", "FlowModel", "MainSamples", "load_cifar_splits", "loss_window", "unet_config",
            "shared_model_name", "train_flow_model", "sample_main", "to_unit", "Stage"]
@@ -154,8 +154,9 @@ unet_config = cifar_unet_config  # the chapter's name for it
 
 
 def train_flow_model(model_config: dict[str, Any], train_config: TrainConfig, x_train: torch.Tensor,
-                     labels: torch.Tensor | None = None, *, cache: Path, name: str, device: str = "cpu", progress: bool | None = None,
-                     bf16: bool = False, compile: bool = False, stage: Stage = _no_stage) -> FlowModel:
+                     labels: torch.Tensor | None = None, *, cache: Path, name: str, device: str = "cpu",
+                     progress: bool | None = None, bf16: bool = False, compile: bool = False,
+                     stage: Stage = _no_stage) -> FlowModel:
     """Train (or read from the cache) the flow model on ``x_train`` and prepare it for sampling.
 
     Args:
