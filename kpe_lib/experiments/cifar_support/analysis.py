@@ -37,8 +37,7 @@ from kpe_lib.metrics import (KIDResult, PRResult, feature_statistics, frechet_di
                              kid_with_ci, precision_recall)
 
 __all__ = ["PartialCorrelations", "SampleQuality", "NFERobustness", "SupportSweep", "partial_correlations",
-           "inception_quality", "nfe_robustness", "support_sweep", "chapter_metrics", "chapter_protocol",
-           "reading"]
+           "inception_quality", "nfe_robustness", "support_sweep", "chapter_metrics", "chapter_protocol"]
 
 ESTIMATOR_PAIR = ("knn", "kde")
 

@@ -30,7 +30,8 @@ def reading(study: SupportStudy, names: Sequence[str], table: pd.DataFrame, *,
 
     It states the primary space's two verdicts with its rho and its norm-controlled partial rho, the median
     over spaces, in how many spaces the interval of rho lies entirely below or above zero, how the
-    sample-norm partial correlation moves the median rho, and the FID and KID against the real-image floor.
+    sample-norm partial correlation moves the median rho, and the FID, KID and recall against the real-image
+    floor, with whether the model meets :data:`FID_RATIO_MAX` and :data:`RECALL_MIN`.
     """
     verdict = {est: table.loc[f"Spearman(KPE, {est} support), {primary}", "verdict"] for est in ESTIMATOR_PAIR}
     part = {(r["space"], r["estimator"]): r["rho | sample norm"] for r in partial.rows}
