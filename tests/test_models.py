@@ -207,6 +207,26 @@ def test_classifier_learns_separable_toy_problem_and_caches(tmp_path):
         assert torch.equal(a, b)
     shifted = train_classifier(x, y, dataclasses.replace(cfg, shift=2), cache_dir=tmp_path, progress=False)
     assert not shifted.cached and shifted.path != res.path  # a shift is part of the key; shift 0 is not
+    cosine = train_classifier(x, y, dataclasses.replace(cfg, cosine=True), cache_dir=tmp_path, progress=False)
+    assert not cosine.cached and cosine.path not in (res.path, shifted.path)
+
+
+def test_cosine_schedule_is_what_the_optimiser_sees(monkeypatch):
+    """The half cosine: lr at step 0, lr/2 half way, about 0 at the end; the optimiser steps with exactly it."""
+    from kpe_lib.training import classifier as clf_mod
+
+    cfg = ClassifierTrainConfig(width=8, steps=8, batch_size=16, lr=4e-3, cosine=True)
+    assert clf_mod.lr_at(cfg, 0) == pytest.approx(4e-3) and clf_mod.lr_at(cfg, 4) == pytest.approx(2e-3)
+    assert clf_mod.lr_at(cfg, 7) < 2e-4 and clf_mod.lr_at(dataclasses.replace(cfg, cosine=False), 7) == 4e-3
+    seen = []
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (seen.append(self.param_groups[0]["lr"]),
+                                                                           step(self, *a, **k))[1])
+    x, y = toy_bars(32, seed=0)
+    train_classifier(x, y, cfg, cache=False, progress=False)
+    assert seen == pytest.approx([clf_mod.lr_at(cfg, s) for s in range(8)])
+    with pytest.raises(ValueError, match="cosine"):
+        ClassifierTrainConfig(cosine=1)
 
 
 def test_random_shift_moves_each_image_within_its_range():

@@ -89,7 +89,8 @@ def test_sit_backend_has_nothing_to_pretrain(tmp_path):
 
 # ------------------------------------------------------------- chapters 3 and 5 share one class-conditional model
 SHARED = ("resolution", "n_train", "unet_width", "channel_mult", "attn_levels", "num_res_blocks", "dropout",
-          "train_steps", "batch_size", "lr", "warmup_steps", "ema_decay", "p_uncond", "bf16", "checkpoint_every")
+          "train_steps", "batch_size", "lr", "warmup_steps", "ema_decay", "p_uncond", "bf16", "checkpoint_every",
+          "clf_width", "clf_steps")  # the classifier too: one cache entry (training.shared.cifar_classifier_config)
 
 
 @pytest.mark.parametrize("scale", ["cpu", "gpu"])  # the scales whose chapter 5 runs the cifar backend

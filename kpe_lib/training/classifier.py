@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ class ClassifierTrainConfig:
         shift: random translations by up to ``shift`` pixels in each direction (edge pixels repeated), as
             augmentation; 0: none (and absent from the cache key, so entries trained before it stay valid).
         seed: seeds the initial weights, the batches and the augmentations.
+        cosine: decay the learning rate from ``lr`` to 0 along a half cosine over the ``steps``; False: constant
+            (and absent from the cache key, as ``shift`` = 0).
     """
 
     width: int = 32
@@ -40,8 +43,11 @@ class ClassifierTrainConfig:
     flip: bool = True
     seed: int = 0
     shift: int = 0
+    cosine: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cosine, bool):
+            raise ValueError(f"ClassifierTrainConfig.cosine must be True or False; got {self.cosine!r}")
         if not isinstance(self.shift, int) or self.shift < 0:
             raise ValueError(f"ClassifierTrainConfig.shift must be an integer >= 0 (pixels); got {self.shift!r}")
         for name in ("width", "steps", "batch_size"):
@@ -86,6 +92,16 @@ def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> tor
     padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
     offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+def lr_at(config: ClassifierTrainConfig, step: int) -> float:
+    """Learning rate of step ``step`` (0-based): ``config.lr``, or its half-cosine decay when ``config.cosine``.
+
+    Example:
+        >>> lr_at(ClassifierTrainConfig(lr=1.0, steps=4, cosine=True), 2)
+        0.5
+    """
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / config.steps)) if config.cosine else config.lr
 
 
 @torch.no_grad()
@@ -142,8 +158,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
         seed_global_rng(config.seed, torch.device("cpu"))  # weights are drawn on the CPU
         model = Classifier(images.shape[1], k, config.width).to(device)
     train_key = dataclasses.asdict(config)
-    if not config.shift:
-        del train_key["shift"]
+    for option in ("shift", "cosine"):  # options added later: keyed only when set, so older entries stay valid
+        if not train_key[option]:
+            del train_key[option]
     full = {"model": model.config, "train": train_key, "data": data_fingerprint(images, labels)}
     path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{name}-{config_hash(full)}.pt"
 
@@ -159,6 +176,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
         model.train()
         with progress_bar(progress, total=config.steps, desc="classifier", unit="step") as bar:
             for step in range(config.steps):
+                if config.cosine:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(config, step)
                 idx = sampler.next(config.batch_size, generator)
                 x, y = images[idx].to(device), labels[idx].to(device)
                 if config.flip:

@@ -19,7 +19,8 @@ from kpe_lib.experiments.cifar_support.setup import CifarData, Stage, _no_stage
 from kpe_lib.metrics import (AutoencoderFeatures, ClassifierFeatures, FeatureSpace, HOGFeatures, InceptionFeatures,
                              PCAFeatures, PixelFeatures)
 from kpe_lib.metrics.quality import reference_set
-from kpe_lib.training import ClassifierTrainConfig, train_classifier
+from kpe_lib.training import train_classifier
+from kpe_lib.training.shared import cifar_classifier_config
 
 __all__ = ["SpaceSettings", "FeatureSet", "build_space", "inception_reference", "encode_spaces"]
 
@@ -82,8 +83,8 @@ def build_space(name: str, data: CifarData, settings: SpaceSettings) -> FeatureS
         return InceptionFeatures(value_range=(0.0, 1.0), device=s.device, progress=s.bar)
     if name == "classifier":
         test = data.test
-        clf = train_classifier(train_unit, data.train.labels, ClassifierTrainConfig(width=s.clf_width,
-                               steps=s.clf_steps, seed=s.seed), val_images=test.images[:1000],
+        clf = train_classifier(train_unit, data.train.labels, cifar_classifier_config(s.clf_width, s.clf_steps,
+                               s.seed), val_images=test.images[:1000],
                                val_labels=test.labels[:1000], cache_dir=s.cache / "classifiers",
                                name=f"cifar{data.resolution}-clf", progress=s.progress, device=s.device)
         space = ClassifierFeatures(clf.model)
