@@ -58,13 +58,14 @@ def reading(study: SupportStudy, names: Sequence[str], table: pd.DataFrame, *,
         kid_floor = f" and a KID of {quality.kid.value:.3g} against {quality.kid_real.value:.3g}" \
             if quality.kid is not None and quality.kid_real is not None else ""
         ratio, recall = quality.fid / quality.fid_real, quality.pr.recall
-        fid_ok, recall_ok = ratio <= FID_RATIO_MAX, recall > RECALL_MIN
+        met = (ratio <= FID_RATIO_MAX, recall > RECALL_MIN)
         asks = (f"the FID within {FID_RATIO_MAX:g}x of the floor and the recall above {RECALL_MIN:g} that this "
                 "chapter asks of its model")
+        missed = {(True, False): "the FID is met but not the recall",
+                  (False, True): "the recall is met but not the FID", (False, False): "neither is met"}
         regime = (f"{asks} are both met: its samples are images of the training distribution at this resolution, "
-                  "although the model is far smaller than the paper's" if fid_ok and recall_ok else
-                  f"of {asks}, {'the FID is met but not the recall' if fid_ok else 'the recall is met but not the FID' if recall_ok else 'neither is met'}: "
-                  "the correlations above describe a weaker model than the paper's")
+                  "although the model is far smaller than the paper's" if all(met) else
+                  f"of {asks}, {missed[met]}: the correlations above describe a weaker model than the paper's")
         lines.append(f"The FID of the samples is {quality.fid:.0f} against a floor of {quality.fid_real:.0f} "
                      f"for held-out real images at the same counts ({ratio:.2f}x){kid_floor}, with recall "
                      f"{recall:.2f}: {regime}.")
