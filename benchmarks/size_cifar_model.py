@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-
 from kpe_lib.accelerate import resolve_bf16
+from kpe_lib.book.scales import load_params
 from kpe_lib.experiments import cifar_support as study_lib
 from kpe_lib.training import TrainConfig
 
@@ -36,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     if sorted(args.steps) != args.steps or min(args.steps) < 1:
         ap.error("--steps must be positive and increasing")
-    p = yaml.safe_load((ROOT / "notebooks" / "params" / f"{args.scale}.yml").read_text())
+    p = load_params(ROOT, args.scale, args.device)
     torch.manual_seed(args.seed)
     bf16 = resolve_bf16(p["cifar_bf16"], args.device)
     cache = Path(args.cache)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from kpe_lib.book.scales import load_params
 from kpe_lib.experiments.semantics_guidance.prepare import load_semantics_data
 from kpe_lib.training import ClassifierTrainConfig, train_classifier
 from kpe_lib.training.classifier import accuracy
@@ -40,7 +39,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    p = yaml.safe_load((ROOT / "notebooks" / "params" / f"{args.scale}.yml").read_text())
+    p = load_params(ROOT, args.scale, "cpu")
     data = load_semantics_data(None, p["sem_resolution"], n_train=p["sem_n_train"], n_test=5000)
     test = data.test
     rows = []
